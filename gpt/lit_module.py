@@ -1,0 +1,249 @@
+"""LitGPT: the LightningModule that trains a GPT and samples from it.
+
+Loss, metrics, AdamW parameter groups, warmup + cosine learning rate, generation in
+predict_step, and the tokenizer saved inside every checkpoint. Devices, precision, DDP,
+accumulation, clipping, checkpointing and logging belong to Lightning's Trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
+from torchmetrics.text import Perplexity
+
+from gpt.config import GPTConfig
+from gpt.datamodule import IGNORE_INDEX
+from gpt.generation import check_sampling_args, generate
+from gpt.model import GPT
+from gpt.tokenizers import Tokenizer, tokenizer_from_state
+
+# Settings that only steer sampling: kept out of the checkpoint's hyperparameters so that
+# `predict --ckpt_path` takes them from the command line, not from training time.
+SAMPLING_ARGS = ("max_new_tokens", "temperature", "top_k", "sample_seed")
+
+
+def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at decay_steps (nanoGPT)."""
+    if step < warmup_steps:
+        return learning_rate * (step + 1) / (warmup_steps + 1)
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay every matrix (Linear weights, embeddings); never biases or norm gains.
+
+    Shrinking a bias or a LayerNorm gain towards zero is not regularisation, it only
+    fights the optimiser. Tied weights appear once (named_parameters skips duplicates).
+    """
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+
+
+class LitGPT(L.LightningModule):
+    def __init__(
+        self,
+        vocab_size: int = 65,
+        block_size: int = 256,
+        n_layer: int = 6,
+        n_head: int = 6,
+        n_embd: int = 384,
+        dropout: float = 0.2,
+        bias: bool = True,
+        learning_rate: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        val_sample_tokens: int = 200,
+        max_new_tokens: int = 500,
+        temperature: float = 0.8,
+        top_k: Optional[int] = None,
+        sample_seed: int = 1337,
+    ):
+        """
+        Args:
+            vocab_size: Size of the vocabulary (linked from the data's tokenizer).
+            block_size: Longest context the model sees, in tokens.
+            n_layer: Transformer blocks.
+            n_head: Attention heads per block.
+            n_embd: Width of the residual stream.
+            dropout: Dropout probability in attention, MLP and embeddings.
+            bias: Biases in Linear layers and LayerNorms.
+            learning_rate: Peak learning rate, reached at the end of warmup.
+            min_lr: Learning rate at the last step, after cosine decay.
+            warmup_steps: Steps of linear warmup.
+            weight_decay: AdamW weight decay, applied to matrices only.
+            beta1: AdamW beta1.
+            beta2: AdamW beta2.
+            val_sample_tokens: Tokens of text generated and logged to TensorBoard at each
+                validation (0 turns it off).
+            max_new_tokens: predict: tokens to generate.
+            temperature: predict: sampling temperature; 0 picks the most likely token.
+            top_k: predict: sample from the k most likely tokens only (None: all).
+            sample_seed: predict: seed of the sampler; the same seed gives the same text.
+        """
+        super().__init__()
+        check_sampling_args(max_new_tokens, temperature, top_k)
+        if not 0 <= min_lr <= learning_rate:
+            raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
+        self.save_hyperparameters(ignore=list(SAMPLING_ARGS))
+        self.config = GPTConfig(
+            vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+            n_embd=n_embd, dropout=dropout, bias=bias,
+        )  # fmt: skip
+        self.model = GPT(self.config)
+        self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
+        self.sample_seed = sample_seed
+        self.tokenizer: Optional[Tokenizer] = None  # from the data module, or from the checkpoint
+        self.val_loss = MeanMetric()
+        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+
+    # ---- training and evaluation
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss(self.model(x), y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
+        x, y = batch
+        logits = self.model(x).float()
+        # Weight each batch's mean by its scored targets: the epoch value is the exact
+        # per-token loss of the whole split.
+        self.val_loss.update(self.loss(logits, y), weight=(y != IGNORE_INDEX).sum())
+        self.val_ppl.update(logits, y)
+        self.log(f"{prefix}/loss", self.val_loss, prog_bar=True)
+        self.log(f"{prefix}/ppl", self.val_ppl)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ---- optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        groups = param_groups(self.model, hp.weight_decay)
+        n_decay, n_no_decay = (sum(p.numel() for p in g["params"]) for g in groups)
+        rank_zero_info(
+            f"AdamW: {len(groups[0]['params'])} tensors, {n_decay:,} parameters with weight decay {hp.weight_decay}; "
+            f"{len(groups[1]['params'])} tensors, {n_no_decay:,} parameters without"
+        )
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=self.device.type == "cuda"
+        )
+        decay_steps = self.trainer.estimated_stepping_batches  # max_steps, or epochs x batches
+
+        def lr_factor(step: int) -> float:
+            return cosine_lr(step, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay_steps) / hp.learning_rate
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- tokenizer and checkpoints
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.tokenizer is None and datamodule is not None:
+            self.tokenizer = getattr(datamodule, "tokenizer", None)
+        if datamodule is not None and hasattr(datamodule, "batch_size"):
+            # Read by ThroughputMonitor to report model FLOP utilisation.
+            T = self.config.block_size
+            self.flops_per_batch = self.model.flops_per_token(T) * T * datamodule.batch_size
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" not in checkpoint:
+            return
+        tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
+        if tokenizer.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model has vocab_size "
+                f"{self.config.vocab_size}; the checkpoint is inconsistent"
+            )
+        self.tokenizer = tokenizer
+
+    # ---- sampling
+
+    def generate_text(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        temperature: float,
+        top_k: Optional[int],
+        generator: Optional[torch.Generator] = None,
+    ) -> list[str]:
+        """Continue each prompt; returns prompt + continuation, decoded."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it from a checkpoint or train it with a data module")
+        for prompt in prompts:
+            if prompt == "":
+                raise ValueError("the prompt is empty; give at least one character")
+        encoded = [self.tokenizer.encode(p) for p in prompts]
+        # Prompts of one length (num_samples copies of a prompt) sample as one batch.
+        groups = [encoded] if len({len(ids) for ids in encoded}) == 1 else [[ids] for ids in encoded]
+        out = []
+        for group in groups:
+            ids = torch.tensor(group, dtype=torch.long, device=self.device)
+            ids = generate(self.model, ids, max_new_tokens, temperature, top_k, generator)
+            out.extend(self.tokenizer.decode(row) for row in ids.tolist())
+        return out
+
+    def start_prompt(self) -> str:
+        """A newline, where the vocabulary has one: text starts after a line break."""
+        try:
+            self.tokenizer.encode("\n")
+            return "\n"
+        except ValueError:
+            return self.tokenizer.decode([0])
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.sample_seed)
+
+    def predict_step(self, batch: list[str], batch_idx: int) -> list[str]:
+        texts = self.generate_text(batch, self.max_new_tokens, self.temperature, self.top_k, self._generator())
+        for text in texts:
+            print(text, flush=True)
+            print("-" * 40, flush=True)
+        return texts
+
+    def on_validation_epoch_end(self) -> None:
+        # A short sample in TensorBoard at every validation: watch the text take shape.
+        if self.trainer.sanity_checking or not self.hparams.val_sample_tokens or self.tokenizer is None:
+            return
+        if not self.trainer.is_global_zero or not isinstance(self.logger, TensorBoardLogger):
+            return
+        (text,) = self.generate_text(
+            [self.start_prompt()],
+            self.hparams.val_sample_tokens, temperature=0.8, top_k=None, generator=self._generator(),
+        )  # fmt: skip
+        # Indent four spaces: TensorBoard renders text as Markdown, and this keeps it verbatim.
+        self.logger.experiment.add_text("val/sample", "    " + text.replace("\n", "\n    "), self.global_step)

@@ -1,0 +1,176 @@
+"""The commands a user types, run as subprocesses: fit, predict, validate, test, errors."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run_main
+from gpt.lit_module import cosine_lr
+
+TINY_MODEL = [
+    "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "32", "--model.block_size", "32",
+    "--model.dropout", "0.0", "--model.val_sample_tokens", "40",
+]  # fmt: skip
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def fit_args(corpus: Path, data_dir: Path, steps: int = 12) -> list[str]:
+    return [
+        "fit", *TINY_MODEL, *QUIET, "--seed_everything", "1",
+        "--data.corpus", str(corpus), "--data.data_dir", str(data_dir), "--data.batch_size", "8",
+        "--model.warmup_steps", "4", "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "6",
+        "--trainer.log_every_n_steps", "2",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short CLI fit, shared by the tests below: (run folder, checkpoint, corpus)."""
+    workdir = tmp_path_factory.mktemp("fit")
+    corpus = workdir / "corpus.txt"
+    corpus.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n") * 60)
+    result = run_main(*fit_args(corpus, workdir / "data"), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = workdir / "lightning_logs" / "version_0"
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints, f"no checkpoint in {run_dir}"
+    return run_dir, checkpoints[-1], corpus
+
+
+def test_fit_writes_checkpoint_with_tokenizer_and_hyperparameters(trained):
+    _, checkpoint, corpus = trained
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 12
+    assert ckpt["tokenizer"] == {"kind": "char", "chars": "".join(sorted(set(corpus.read_text())))}
+    hparams = ckpt["hyper_parameters"]
+    assert hparams["vocab_size"] == len(set(corpus.read_text()))  # linked from the data
+    assert (hparams["n_layer"], hparams["n_embd"], hparams["block_size"]) == (2, 32, 32)
+
+
+def test_fit_logs_scalars_and_samples_to_tensorboard(trained):
+    run_dir, _, _ = trained
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ["train/loss", "val/loss", "val/ppl", "lr-AdamW/decay", "lr-AdamW/no_decay", "train/device/items_per_sec"]:
+        assert tag in scalars, f"{tag} not in {sorted(scalars)}"
+    lr = [(e.step, e.value) for e in events.Scalars("lr-AdamW/decay")]
+    assert [step for step, _ in lr] == [1, 3, 5, 7, 9, 11]  # every log_every_n_steps=2
+    # warmup over 4 steps, then cosine down to min_lr at max_steps=12
+    assert [v for _, v in lr] == pytest.approx([cosine_lr(s, 1e-3, 1e-4, 4, 12) for s, _ in lr])
+    val_loss = events.Scalars("val/loss")
+    assert len(val_loss) == 2  # at steps 6 and 12
+    ppl = events.Scalars("val/ppl")
+    assert ppl[-1].value == pytest.approx(torch.tensor(val_loss[-1].value).exp().item(), rel=1e-4)
+    samples = events.Tensors("val/sample/text_summary")
+    assert len(samples) == 2
+    text = samples[-1].tensor_proto.string_val[0].decode()
+    assert len(text.replace("\n    ", "\n")) == 4 + 1 + 40  # indent + "\n" prompt + 40 tokens
+
+
+def predict(checkpoint: Path, cwd: Path, *extra: str):
+    return run_main("predict", "--ckpt_path", str(checkpoint), "--data.corpus", "missing.txt", *extra, cwd=cwd)
+
+
+def samples(stdout: str) -> list[str]:
+    return stdout.split("\n" + "-" * 40 + "\n")[:-1]
+
+
+def test_predict_without_the_corpus(trained, tmp_path):
+    _, checkpoint, _ = trained
+    # A fresh folder, no corpus, no data cache, no config: only the checkpoint.
+    result = predict(checkpoint, tmp_path, "--data.prompt", "First", "--model.max_new_tokens", "50",
+                     "--data.num_samples", "2", "--model.sample_seed", "3")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    texts = samples(result.stdout)
+    assert len(texts) == 2
+    assert all(t.startswith("First") and len(t) == 5 + 50 for t in texts)
+    assert texts[0] != texts[1]
+    assert not (tmp_path / "lightning_logs").exists()  # predict leaves no run folder
+
+
+def test_predict_same_seed_same_text(trained, tmp_path):
+    _, checkpoint, _ = trained
+    runs = [predict(checkpoint, tmp_path, "--model.max_new_tokens", "30", "--model.sample_seed", s) for s in "778"]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-3000:]
+    a, b, c = (samples(r.stdout) for r in runs)
+    assert a == b
+    assert a != c
+
+
+def test_predict_greedy_is_deterministic_and_escapes_newlines(trained, tmp_path):
+    _, checkpoint, _ = trained
+    args = ("--model.temperature", "0", "--model.max_new_tokens", "20", "--data.prompt", "All:\\n")
+    a, b = predict(checkpoint, tmp_path, *args, "--model.sample_seed", "1"), predict(checkpoint, tmp_path, *args)
+    assert a.returncode == 0, a.stderr[-3000:]
+    assert samples(a.stdout) == samples(b.stdout)
+    assert samples(a.stdout)[0].startswith("All:\n")
+
+
+def test_validate_and_test_from_checkpoint(trained):
+    run_dir, checkpoint, corpus = trained
+    for subcommand in ("validate", "test"):
+        result = run_main(subcommand, "--ckpt_path", str(checkpoint), "--data.corpus", str(corpus),
+                          "--data.data_dir", str(run_dir.parent.parent / "data"), *QUIET,
+                          cwd=run_dir.parent.parent)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert re.search(rf"{'val' if subcommand == 'validate' else 'test'}/loss\s+\S*\d", result.stdout)
+
+
+def test_print_config(tmp_path):
+    result = run_main("fit", "--config", str(Path(__file__).parents[1] / "configs" / "shakespeare_char.yaml"),
+                      "--print_config", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "n_layer: 6" in result.stdout and "block_size: 256" in result.stdout
+    assert "vocab_size" not in result.stdout  # linked from the data, never typed
+
+
+def assert_clean_error(result, message: str) -> None:
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_error_missing_corpus(tmp_path):
+    result = run_main("fit", "--data.corpus", "nope.txt", cwd=tmp_path)
+    assert_clean_error(result, "error: corpus file 'nope.txt' does not exist")
+
+
+def test_error_corpus_too_short(tmp_path):
+    (tmp_path / "short.txt").write_text("to be or not to be " * 10)
+    result = run_main(*fit_args(tmp_path / "short.txt", tmp_path / "data"), cwd=tmp_path)
+    assert_clean_error(result, "fewer than block_size + 1 = 33 needed for one example")
+
+
+def test_error_unknown_character_in_prompt(trained, tmp_path):
+    _, checkpoint, _ = trained
+    result = predict(checkpoint, tmp_path, "--data.prompt", "Fi#")
+    assert_clean_error(result, "character '#' at position 2 is not in the tokenizer's vocabulary")
+
+
+def test_error_empty_prompt(trained, tmp_path):
+    _, checkpoint, _ = trained
+    result = predict(checkpoint, tmp_path, "--data.prompt", "")
+    assert_clean_error(result, "the prompt is empty")
+
+
+def test_error_missing_checkpoint(tmp_path):
+    result = run_main("predict", "--ckpt_path", "nope.ckpt", cwd=tmp_path)
+    assert_clean_error(result, "checkpoint 'nope.ckpt' does not exist")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["--trainer.precision", "bf16-mixed"], id="bf16-mixed"),
+        pytest.param(["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"], id="ddp"),
+    ],
+)
+def test_scale_out_through_lightning(extra, small_corpus, tmp_path):
+    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=4), *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(next((tmp_path / "lightning_logs").rglob("*.ckpt")), weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 4
