@@ -170,7 +170,7 @@ def test_error_missing_checkpoint(tmp_path):
     ],
 )
 def test_scale_out_through_lightning(extra, small_corpus, tmp_path):
-    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=4), *extra, cwd=tmp_path)
+    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=6), *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(next((tmp_path / "lightning_logs").rglob("*.ckpt")), weights_only=True, map_location="cpu")
-    assert ckpt["global_step"] == 4
+    assert ckpt["global_step"] == 6
