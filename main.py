@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from gpt.callbacks import TokenThroughputMonitor
-from gpt.datamodule import GPTDataModule
+from gpt.datamodule import GPTDataModule, check_checkpoint
 from gpt.lit_module import LitGPT
 
 # Values Lightning resolves itself rather than reading a file.
@@ -25,6 +25,14 @@ _SPECIAL_CKPT_PATHS = {"last", "best", "hpc", "registry"}
 
 
 class GPTCLI(LightningCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads --ckpt_path's hyperparameters right after parsing; a wrong file
+        # would fail there with a message about torch.load's weights_only.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in _SPECIAL_CKPT_PATHS:
+            check_checkpoint(ckpt_path)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Typed once, in the model; the data cuts windows of the same length.
         parser.link_arguments("model.block_size", "data.block_size")

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -311,10 +312,23 @@ class GPTDataModule(L.LightningDataModule):
         return DataLoader([prompt] * self.num_samples, batch_size=self.num_samples, collate_fn=_as_list)
 
 
-def load_tokenizer_from_checkpoint(path: str) -> Tokenizer:
-    """The tokenizer saved inside a checkpoint by LitGPT.on_save_checkpoint."""
+def check_checkpoint(path: str) -> None:
+    """Refuse a path that is not a checkpoint before torch.load does, with a plain message.
+
+    torch.save writes a zip archive; checking its directory reads no tensors.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path!r} does not exist; check --ckpt_path")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path!r} is not a PyTorch checkpoint (no zip archive in it: another kind of file, "
+            "or a checkpoint cut short while copying); check --ckpt_path"
+        )
+
+
+def load_tokenizer_from_checkpoint(path: str) -> Tokenizer:
+    """The tokenizer saved inside a checkpoint by LitGPT.on_save_checkpoint."""
+    check_checkpoint(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "tokenizer" not in checkpoint:
         raise ValueError(f"checkpoint {path!r} has no tokenizer; was it written by this project's LitGPT?")

@@ -162,6 +162,15 @@ def test_error_missing_checkpoint(tmp_path):
     assert_clean_error(result, "checkpoint 'nope.ckpt' does not exist")
 
 
+def test_error_not_a_checkpoint(trained, tmp_path):
+    _, checkpoint, corpus = trained
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[:2000])
+    for path in (corpus, truncated):
+        result = run_main("predict", "--ckpt_path", str(path), cwd=tmp_path)
+        assert_clean_error(result, f"{str(path)!r} is not a PyTorch checkpoint")
+
+
 @pytest.mark.parametrize(
     "extra",
     [
