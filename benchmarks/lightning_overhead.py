@@ -67,7 +67,6 @@ def bare_loop(config: dict, steps: int, warmup: int) -> float:
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        loss.item()  # as Lightning does when it logs the loss
         if step >= warmup:
             tokens += x.numel()
     return tokens / (time.perf_counter() - t0)
