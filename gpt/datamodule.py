@@ -1,8 +1,10 @@
 """GPTDataModule: find or download a corpus, tokenize it once, serve windows of tokens.
 
-text -> tokenizer.encode (once, cached as a flat uint16 file keyed by corpus content and
-tokenizer) -> first 90% train, last 10% validation -> windows of block_size + 1 ids,
-x = ids[:-1], y = ids[1:].
+corpus (Tiny Shakespeare, a text file, or a folder of .txt files joined by <|endoftext|>)
+-> tokenizer (characters, a tiktoken encoding, or a BPE trained on the training split)
+-> ids, encoded once in batches and cached as a flat uint16/uint32 file keyed by corpus
+content and tokenizer -> first 90% train, last 10% validation -> windows of
+block_size + 1 ids, x = ids[:-1], y = ids[1:].
 """
 
 from __future__ import annotations
@@ -14,15 +16,25 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from gpt.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_state
+from gpt.tokenizers import (
+    ENDOFTEXT,
+    SPLIT_PATTERNS,
+    BPETokenizer,
+    CharTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
+    TokenizerConfig,
+    tokenizer_from_state,
+)
 
 IGNORE_INDEX = -100  # targets with this value are not scored (cross_entropy's default)
 
@@ -75,6 +87,53 @@ def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
         )
     _write_atomically(path, data)
     return path
+
+
+# --------------------------------------------------------------------------- corpus text
+
+BLOCK_CHARS = 1 << 20  # text is read, and encoded, about a million characters at a time
+BATCH_BLOCKS = 16  # blocks per call of the tokenizer's (multi-threaded) batch encoder
+
+
+def safe_cut(text: str) -> int:
+    """The end of the last line in `text` after which a tokenizer cannot join across.
+
+    That is a newline that follows a non-space character and is followed by a letter.
+    The pre-split patterns of GPT-2, GPT-4 and characters all end a piece there and
+    start the next one at the letter, so encoding the two sides apart gives the same ids
+    as encoding them together. Returns the cut position, or -1 if there is none.
+    """
+    i = len(text) - 1
+    while True:
+        i = text.rfind("\n", 0, i)
+        if i <= 0:
+            return -1
+        if i + 1 < len(text) and not text[i - 1].isspace() and text[i + 1].isalpha():
+            return i + 1
+
+
+def read_blocks(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """The text of `path` in blocks of about block_chars characters, cut at `safe_cut`."""
+    carry = ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            while chunk := f.read(block_chars):
+                text = carry + chunk
+                cut = safe_cut(text)
+                if cut < 0:
+                    carry = text  # no safe place yet: read on
+                    continue
+                yield text[:cut]
+                carry = text[cut:]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {str(path)!r} is not UTF-8 text ({e})") from None
+    if carry:
+        yield carry
+
+
+def id_dtype(vocab_size: int) -> type:
+    """The smallest unsigned integer type that holds every id."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
 # --------------------------------------------------------------------------- datasets
@@ -139,11 +198,12 @@ def _as_list(batch: list[str]) -> list[str]:
 
 
 class GPTDataModule(L.LightningDataModule):
-    """Tiny Shakespeare (or any text file) as windows of tokens, and prompts for predict."""
+    """A corpus as windows of tokens, and prompts for predict."""
 
     def __init__(
         self,
         corpus: str = "shakespeare",
+        tokenizer: TokenizerConfig = TokenizerConfig(),
         data_dir: str = "data",
         block_size: int = 256,
         batch_size: int = 64,
@@ -157,9 +217,12 @@ class GPTDataModule(L.LightningDataModule):
     ):
         """
         Args:
-            corpus: "shakespeare" (found under data_dir, else downloaded) or the path of a
-                UTF-8 text file.
-            data_dir: Where downloaded corpora and token caches are kept.
+            corpus: "shakespeare" (found under data_dir, else downloaded), the path of a
+                UTF-8 text file, or a folder whose .txt files (sorted by path, subfolders
+                included) are the documents, joined with <|endoftext|>.
+            tokenizer: Which tokenizer: characters, a tiktoken encoding, or a BPE trained on
+                the training split (saved under data_dir/tokenizers and reused).
+            data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
             block_size: Tokens of context per training example (linked from model.block_size).
             batch_size: Examples per batch (per device).
             stride: Distance between the starts of consecutive training windows; 1 uses
@@ -188,6 +251,7 @@ class GPTDataModule(L.LightningDataModule):
         if prompt == "":
             raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
         self.corpus = corpus
+        self.tokenizer_config = tokenizer
         self.data_dir = Path(data_dir)
         self.block_size = block_size
         self.batch_size = batch_size
@@ -199,13 +263,16 @@ class GPTDataModule(L.LightningDataModule):
         self.num_samples = num_samples
         self.tokenizer_from = tokenizer_from
         self._tokenizer: Optional[Tokenizer] = None
+        self._corpus_key: Optional[str] = None
         self.train_ids: Optional[np.ndarray] = None
         self.val_ids: Optional[np.ndarray] = None
+        self.val_chars_per_token: Optional[float] = None
 
-    # ---- corpus and tokenizer
+    # ---- corpus
 
     def corpus_path(self, download: bool = True) -> Path:
-        """The corpus file: the user's path, else a cached copy under data_dir, else a download."""
+        """The corpus file or folder: the user's path, else Tiny Shakespeare under data_dir,
+        else a download."""
         if self.corpus == "shakespeare":
             path = self.data_dir / "tinyshakespeare" / "input.txt"
             if not path.is_file():
@@ -214,52 +281,157 @@ class GPTDataModule(L.LightningDataModule):
                 download_shakespeare(path)
             return path
         path = Path(self.corpus).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(
-                f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file "
-                "with --data.corpus PATH, or 'shakespeare' for Tiny Shakespeare"
+                f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file or of a folder "
+                "of .txt files with --data.corpus PATH, or 'shakespeare' for Tiny Shakespeare"
             )
         return path
 
-    def read_corpus(self) -> str:
+    def corpus_files(self) -> list[Path]:
+        """The documents of the corpus: one file, or the .txt files of a folder in path order."""
         path = self.corpus_path()
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"corpus file {str(path)!r} is not UTF-8 text ({e})") from None
+        if path.is_file():
+            return [path]
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise FileNotFoundError(f"corpus folder {str(path)!r} has no .txt files; put the documents there as .txt")
+        return files
+
+    def corpus_key(self) -> str:
+        """A hash of the corpus content (and, for a folder, of its documents' names and order)."""
+        if self._corpus_key is None:
+            path, files = self.corpus_path(), self.corpus_files()
+            if path.is_file():
+                self._corpus_key = md5_of(path)[:12]
+            else:
+                listing = "\n".join(f"{f.relative_to(path).as_posix()} {md5_of(f)}" for f in files)
+                self._corpus_key = hashlib.md5(listing.encode()).hexdigest()[:12]
+        return self._corpus_key
+
+    def is_folder(self) -> bool:
+        return self.corpus_path().is_dir()
+
+    def text_blocks(self, fraction: float = 1.0) -> Iterator[str]:
+        """The corpus text in blocks, documents one after the other, up to `fraction` of
+        its bytes. (A block never spans two documents.)"""
+        files = self.corpus_files()
+        budget = fraction * sum(f.stat().st_size for f in files)
+        for f in files:
+            for block in read_blocks(f):
+                size = len(block.encode("utf-8"))
+                if size >= budget:
+                    yield block.encode("utf-8")[: int(budget)].decode("utf-8", errors="ignore")
+                    return
+                budget -= size
+                yield block
+
+    # ---- tokenizer
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The checkpoint's tokenizer if one is given, else characters of the corpus."""
+        """The checkpoint's tokenizer if one is given, else the one `data.tokenizer` names."""
         if self._tokenizer is None:
             if self.tokenizer_from:
                 self._tokenizer = load_tokenizer_from_checkpoint(self.tokenizer_from)
             else:
-                self._tokenizer = CharTokenizer.from_text(self.read_corpus())
+                self._tokenizer = self.build_tokenizer()
         return self._tokenizer
+
+    def build_tokenizer(self) -> Tokenizer:
+        config = self.tokenizer_config
+        if config.kind == "tiktoken":
+            return TiktokenTokenizer(config.encoding)
+        if config.kind == "bpe":
+            return BPETokenizer.load(config.path) if config.path else self.trained_bpe()
+        # Characters of the whole corpus; a folder's documents also need <|endoftext|>.
+        chars: set[str] = set()
+        for block in self.text_blocks():
+            chars.update(block)
+        if not chars:
+            raise ValueError(f"corpus {str(self.corpus_path())!r} is empty")
+        return CharTokenizer("".join(sorted(chars)), special_tokens=(ENDOFTEXT,) if self.is_folder() else ())
+
+    def bpe_path(self) -> Path:
+        c = self.tokenizer_config
+        name = f"bpe-{self.corpus_path().stem}-{self.corpus_key()}-{c.vocab_size}-{c.pattern}-val{self.val_fraction}.json"
+        return self.data_dir / "tokenizers" / name
+
+    def trained_bpe(self) -> BPETokenizer:
+        """A BPE trained on the training split (the first 1 - val_fraction of the corpus
+        bytes), saved, and reused while corpus and settings stay the same."""
+        path = self.bpe_path()
+        if path.is_file():
+            return BPETokenizer.load(path)
+        c = self.tokenizer_config
+        rank_zero_info(f"Training a {c.vocab_size}-token BPE on the training split of {self.corpus_path()}")
+        tokenizer = BPETokenizer.train(self.text_blocks(1 - self.val_fraction), c.vocab_size, SPLIT_PATTERNS[c.pattern])
+        tokenizer.save(path)
+        rank_zero_info(f"Saved the BPE tokenizer to {path}")
+        return tokenizer
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    # ---- token ids
+
     def ids_path(self) -> Path:
-        """Cache file of the encoded corpus, keyed by corpus content and tokenizer."""
-        corpus = self.corpus_path()
-        tok = json.dumps(self.tokenizer.state_dict(), sort_keys=True).encode()
-        key = f"{md5_of(corpus)[:12]}-{self.tokenizer.kind}-{hashlib.md5(tok).hexdigest()[:8]}"
-        return self.data_dir / "cache" / f"{corpus.stem}-{key}.uint16"
+        """Cache file of the encoded corpus, keyed by corpus content and tokenizer identity."""
+        tok = self.tokenizer
+        dtype = np.dtype(id_dtype(tok.vocab_size)).name
+        key = f"{self.corpus_key()}-{tok.kind}-{tok.identity()}"
+        return self.data_dir / "cache" / f"{self.corpus_path().stem}-{key}.{dtype}"
 
     def encode_corpus(self) -> Path:
-        """Tokenize the corpus once; later runs memory-map the cached ids."""
+        """Tokenize the corpus once, in batches of blocks, straight to the cache file.
+
+        Memory holds one batch of text and its ids, never the whole corpus. Documents of a
+        folder are joined with <|endoftext|>. Later runs memory-map the cached ids.
+        """
         path = self.ids_path()
         if path.is_file():
             return path
-        if self.tokenizer.vocab_size > 2**16:
-            raise ValueError(f"vocab_size {self.tokenizer.vocab_size} does not fit in uint16 ids")
-        ids = np.array(self.tokenizer.encode(self.read_corpus()), dtype=np.uint16)
-        rank_zero_info(f"Encoded {self.corpus_path()} into {len(ids):,} tokens, cached at {path}")
-        _write_atomically(path, ids.tobytes())
+        tok, files = self.tokenizer, self.corpus_files()
+        dtype = id_dtype(tok.vocab_size)
+        if len(files) > 1 and tok.eot_id is None:
+            raise ValueError(f"{tok!r} has no {ENDOFTEXT} token to join the documents of a folder corpus")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        n_tokens = 0
+        bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True,
+                   desc=f"Encoding {self.corpus_path().name}", disable=None)  # fmt: skip
+        try:
+            with os.fdopen(fd, "wb") as out:
+
+                def write(ids) -> None:
+                    nonlocal n_tokens
+                    np.asarray(ids, dtype=dtype).tofile(out)
+                    n_tokens += len(ids)
+
+                for i, f in enumerate(files):
+                    if i > 0:
+                        write([tok.eot_id])  # documents are joined with <|endoftext|>
+                    batch: list[str] = []
+                    for block in (*read_blocks(f), None):
+                        if block is not None:
+                            batch.append(block)
+                        if batch and (block is None or len(batch) == BATCH_BLOCKS):
+                            for ids in tok.encode_batch(batch):
+                                write(ids)
+                            bar.update(sum(len(b.encode("utf-8")) for b in batch))
+                            batch = []
+            bar.close()
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        rank_zero_info(f"Encoded {self.corpus_path()} into {n_tokens:,} tokens with {tok!r}, cached at {path}")
         return path
+
+    def load_ids(self) -> np.ndarray:
+        path = self.encode_corpus()
+        return np.memmap(path, dtype=id_dtype(self.tokenizer.vocab_size), mode="r")
 
     # ---- Lightning hooks
 
@@ -272,7 +444,7 @@ class GPTDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.train_ids is not None:
             return
-        ids = np.memmap(self.encode_corpus(), dtype=np.uint16, mode="r")
+        ids = self.load_ids()
         n_train = int(len(ids) * (1 - self.val_fraction))
         self.train_ids, self.val_ids = ids[:n_train], ids[n_train:]
         need = self.block_size + 1
@@ -283,6 +455,10 @@ class GPTDataModule(L.LightningDataModule):
                     f"block_size + 1 = {need} needed for one example. Use a longer corpus or a smaller "
                     "--model.block_size"
                 )
+        # Characters per scored validation token (from the first million), so that losses
+        # of different tokenizers compare as bits per character.
+        scored = self.val_ids[1 : 1 + 2**20]
+        self.val_chars_per_token = len(self.tokenizer.decode(scored.tolist())) / len(scored)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

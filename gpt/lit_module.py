@@ -113,6 +113,10 @@ class LitGPT(L.LightningModule):
         self.tokenizer: Optional[Tokenizer] = None  # from the data module, or from the checkpoint
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        # Bits per character: the loss in bits, spread over the characters a token stands
+        # for, so that models with different tokenizers compare.
+        self.val_bpc = MeanMetric()
+        self.chars_per_token: Optional[float] = None  # of the validation text, from the data module
 
     # ---- training and evaluation
 
@@ -136,10 +140,14 @@ class LitGPT(L.LightningModule):
         logits = self.model(x).float()
         # Weight each batch's mean by its scored targets: the epoch value is the exact
         # per-token loss of the whole split.
-        self.val_loss.update(self.loss(logits, y), weight=(y != IGNORE_INDEX).sum())
+        loss, n_scored = self.loss(logits, y), (y != IGNORE_INDEX).sum()
+        self.val_loss.update(loss, weight=n_scored)
         self.val_ppl.update(logits, y)
         self.log(f"{prefix}/loss", self.val_loss, prog_bar=True)
         self.log(f"{prefix}/ppl", self.val_ppl)
+        if self.chars_per_token:
+            self.val_bpc.update(loss / math.log(2) / self.chars_per_token, weight=n_scored)
+            self.log(f"{prefix}/bpc", self.val_bpc)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -174,6 +182,7 @@ class LitGPT(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and datamodule is not None:
             self.tokenizer = getattr(datamodule, "tokenizer", None)
+        self.chars_per_token = getattr(datamodule, "val_chars_per_token", None)
         if datamodule is not None and hasattr(datamodule, "batch_size"):
             # Read by ThroughputMonitor to report model FLOP utilisation.
             T = self.config.block_size

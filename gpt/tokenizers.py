@@ -1,16 +1,58 @@
 """Tokenizers: text <-> integer ids.
 
-Every tokenizer offers the same small interface (`encode`, `decode`, `vocab_size`) and
-can be turned into a plain dict (`state_dict`) and back (`tokenizer_from_state`). The
-dict holds only strings and numbers, so it travels inside a checkpoint and loads with
-`torch.load(..., weights_only=True)`: predicting never needs the training corpus.
+Three kinds behind one interface (`encode`, `decode`, `vocab_size`, `special_tokens`):
+
+- `CharTokenizer`: one id per character of the corpus (65 on Tiny Shakespeare).
+- `TiktokenTokenizer`: a published BPE through tiktoken (`gpt2`, `cl100k_base`, ...).
+- `BPETokenizer`: a byte-level BPE trained here, on your corpus, by `train_bpe`; it
+  encodes through tiktoken, so it runs at tiktoken's speed.
+
+Every tokenizer turns into a plain dict (`state_dict`) and back (`tokenizer_from_state`).
+The dict holds only strings, numbers and lists, so it travels inside a checkpoint and
+loads with `torch.load(..., weights_only=True)`: predicting never needs the corpus.
+
+Special tokens follow tiktoken: text such as "<|endoftext|>" in the input is ordinary
+text unless the caller lists it in `allowed_special` (or passes "all").
 
 No Lightning here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import heapq
+import json
+import os
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AbstractSet, Any, Iterable, Literal, Optional, Union
+
+import regex
+import tiktoken
+
+ENDOFTEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+MASK = "<|mask|>"
+# Added after the learned merges of a trained BPE: <|pad|> and <|mask|> serve masked
+# language modelling and variable-length batches.
+SPECIAL_TOKENS = (ENDOFTEXT, PAD, MASK)
+
+# The pre-split patterns of GPT-2 and GPT-4 (tiktoken's r50k_base and cl100k_base). BPE
+# merges happen only inside the pieces they cut, so a token never spans two words, a
+# word and its punctuation, or letters and digits. GPT-4's also keeps numbers to at most
+# three digits and ignores case in English contractions.
+SPLIT_PATTERNS = {
+    "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+    "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+}
+
+# tiktoken's "gpt2" is built from two files (vocab.bpe, encoder.json); "r50k_base" holds
+# the very same ranks, pattern and <|endoftext|> id in one file. We always load that one.
+TIKTOKEN_ALIASES = {"gpt2": "r50k_base"}
+
+AllowedSpecial = Union[AbstractSet[str], Literal["all"]]
 
 
 class Tokenizer:
@@ -22,8 +64,23 @@ class Tokenizer:
     def vocab_size(self) -> int:
         raise NotImplementedError
 
-    def encode(self, text: str) -> list[int]:
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special-token text -> id."""
+        return {}
+
+    @property
+    def eot_id(self) -> Optional[int]:
+        """The id of <|endoftext|>, which separates documents, or None."""
+        return self.special_tokens.get(ENDOFTEXT)
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
+        """Ids of `text`. Special-token text becomes a special id only if allowed."""
         raise NotImplementedError
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids of several texts, specials as ordinary text (tiktoken uses threads here)."""
+        return [self.encode(t) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
@@ -32,33 +89,72 @@ class Tokenizer:
         """Everything needed to rebuild this tokenizer, as plain Python values."""
         raise NotImplementedError
 
+    def identity(self) -> str:
+        """A short hash of the state: two tokenizers with one identity encode alike."""
+        return hashlib.md5(json.dumps(self.state_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def _allowed(self, allowed_special: AllowedSpecial) -> set[str]:
+        if allowed_special == "all":
+            return set(self.special_tokens)
+        unknown = set(allowed_special) - set(self.special_tokens)
+        if unknown:
+            raise ValueError(
+                f"allowed_special names {sorted(unknown)}, which this tokenizer does not have; "
+                f"its special tokens: {sorted(self.special_tokens) or 'none'}"
+            )
+        return set(allowed_special)
+
+
+# --------------------------------------------------------------------------- characters
+
 
 class CharTokenizer(Tokenizer):
     """One id per character: the vocabulary is the sorted distinct characters of a corpus.
 
-    Tiny Shakespeare has 65 of them. This is the tokenizer of Karpathy's char-rnn and of
-    nanoGPT's `shakespeare_char`.
+    Tiny Shakespeare has 65 of them: the tokenizer of Karpathy's char-rnn and of nanoGPT's
+    `shakespeare_char`. Special tokens, if any, take the ids after the characters.
     """
 
     kind = "char"
 
-    def __init__(self, chars: str):
+    def __init__(self, chars: str, special_tokens: Iterable[str] = ()):
         if not chars:
             raise ValueError("CharTokenizer needs at least one character in its vocabulary")
         if len(set(chars)) != len(chars):
             raise ValueError("CharTokenizer vocabulary has repeated characters")
         self.chars = chars
         self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self._special = {s: len(chars) + i for i, s in enumerate(special_tokens)}
+        self._itos = list(chars) + list(self._special)
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        return cls("".join(sorted(set(text))))
+    def from_text(cls, text: str, special_tokens: Iterable[str] = ()) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))), special_tokens)
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return len(self._itos)
 
-    def encode(self, text: str) -> list[int]:
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._special)
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
+        allowed = self._allowed(allowed_special)
+        if not allowed:
+            return self._encode_chars(text, 0)
+        ids: list[int] = []
+        pos = 0
+        # Split around the allowed special strings; the pieces between are characters.
+        for piece in regex.split("(" + "|".join(regex.escape(s) for s in allowed) + ")", text):
+            if piece in allowed:
+                ids.append(self._special[piece])
+            else:
+                ids.extend(self._encode_chars(piece, pos))
+            pos += len(piece)
+        return ids
+
+    def _encode_chars(self, text: str, offset: int) -> list[int]:
         stoi = self.stoi
         try:
             return [stoi[ch] for ch in text]
@@ -68,25 +164,327 @@ class CharTokenizer(Tokenizer):
         for pos, ch in enumerate(text):
             if ch not in stoi:
                 raise ValueError(
-                    f"character {ch!r} at position {pos} is not in the tokenizer's vocabulary of "
-                    f"{self.vocab_size} characters; use only characters that occur in the training corpus"
+                    f"character {ch!r} at position {offset + pos} is not in the tokenizer's vocabulary of "
+                    f"{len(self.chars)} characters; use only characters that occur in the training corpus"
                 ) from None
         raise AssertionError("unreachable")
 
     def decode(self, ids: list[int]) -> str:
-        chars = self.chars
-        return "".join(chars[i] for i in ids)
+        itos = self._itos
+        return "".join(itos[i] for i in ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "chars": self.chars}
+        return {"kind": self.kind, "chars": self.chars, "special_tokens": list(self._special)}
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------- tiktoken
+
+
+def load_tiktoken(name: str) -> tiktoken.Encoding:
+    """A tiktoken encoding by name, with messages that say what to do when it fails."""
+    known = tiktoken.list_encoding_names()
+    if name not in known:
+        raise ValueError(f"unknown tiktoken encoding {name!r}; known encodings: {', '.join(known)}")
+    try:
+        return tiktoken.get_encoding(TIKTOKEN_ALIASES.get(name, name))
+    except Exception as e:  # requests' ConnectionError, a hash mismatch, a bad cache file ...
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or "unset"
+        raise ValueError(
+            f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {str(e)[:200]}). tiktoken downloads "
+            f"each encoding once and keeps it in TIKTOKEN_CACHE_DIR (now: {cache}); without internet, point "
+            "TIKTOKEN_CACHE_DIR at a folder that already holds it"
+        ) from None
+
+
+class TiktokenTokenizer(Tokenizer):
+    """A published byte-level BPE (GPT-2's, GPT-4's, ...) through tiktoken.
+
+    `gpt2` is served by `r50k_base`: the same 50,257 ids from a single file.
+    """
+
+    kind = "tiktoken"
+
+    def __init__(self, encoding: str = "gpt2"):
+        self.encoding = encoding
+        self.enc = load_tiktoken(encoding)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.enc.n_vocab
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {s: self.enc.encode_single_token(s) for s in self.enc.special_tokens_set}
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
+        return self.enc.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.enc.decode(ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "encoding": self.encoding}
+
+    def __repr__(self) -> str:
+        return f"TiktokenTokenizer({self.encoding!r}, vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------- our BPE
+
+
+def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every occurrence of `pair` in `ids` with `new_id`, left to right."""
+    out = []
+    i, n = 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_bpe(texts: Iterable[str], num_merges: int, pattern: str) -> list[tuple[int, int]]:
+    """Learn `num_merges` byte-pair merges from `texts`; merge i makes token 256 + i.
+
+    1. Pre-split the text with `pattern` and count the distinct pieces: a word that occurs
+       a thousand times is stored once, with weight 1000.
+    2. Count adjacent pairs of ids over the distinct pieces, weighted by frequency, and
+       remember which pieces hold each pair.
+    3. Repeatedly merge the most frequent pair (ties: the smaller pair, so training is
+       deterministic). Only the pieces that hold it change; their pair counts are
+       updated in place rather than recounted over the whole corpus.
+
+    A max-heap of (count, pair) finds the most frequent pair; entries whose count has
+    changed since they were pushed are stale and skipped when popped.
+    """
+    split = regex.compile(pattern)
+    piece_counts: Counter[str] = Counter()
+    for text in texts:
+        piece_counts.update(split.findall(text))
+    words = [list(piece.encode("utf-8")) for piece in piece_counts]
+    freqs = list(piece_counts.values())
+
+    pair_counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+    for w, (ids, f) in enumerate(zip(words, freqs)):
+        for pair in zip(ids, ids[1:]):
+            pair_counts[pair] += f
+            where[pair].add(w)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    # Two merges that spell the same bytes ((a, bc) and (ab, c)) would make one token
+    # twice; tiktoken keys tokens by their bytes, so the second is never learned.
+    token_bytes = [bytes([i]) for i in range(256)]
+    known = set(token_bytes)
+    merges: list[tuple[int, int]] = []
+    while len(merges) < num_merges and heap:
+        neg_count, pair = heapq.heappop(heap)
+        if pair_counts.get(pair, 0) != -neg_count:
+            continue  # stale entry: this pair's count changed after it was pushed
+        spelled = token_bytes[pair[0]] + token_bytes[pair[1]]
+        if spelled in known:
+            del pair_counts[pair]
+            continue
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        token_bytes.append(spelled)
+        known.add(spelled)
+
+        changed = set()
+        for w in where.pop(pair):
+            ids, f = words[w], freqs[w]
+            new_ids = merge(ids, pair, new_id)
+            if len(new_ids) == len(ids):
+                continue  # the pair left this piece in an earlier merge
+            for p in zip(ids, ids[1:]):
+                pair_counts[p] -= f
+                changed.add(p)
+            for p in zip(new_ids, new_ids[1:]):
+                pair_counts[p] += f
+                where[p].add(w)
+                changed.add(p)
+            words[w] = new_ids
+        pair_counts.pop(pair, None)
+        for p in changed:
+            count = pair_counts.get(p, 0)
+            if count > 0:
+                heapq.heappush(heap, (-count, p))
+            else:
+                pair_counts.pop(p, None)
+    if len(merges) < num_merges:
+        warnings.warn(
+            f"the training text has only {len(merges)} pairs left to merge, fewer than the {num_merges} asked "
+            f"for: the BPE vocabulary is {256 + len(merges)} tokens plus specials"
+        )
+    return merges
+
+
+def bpe_encode_reference(text: str, merges: list[tuple[int, int]], pattern: str) -> list[int]:
+    """The straightforward BPE encoder: within each piece, apply the earliest-learned merge
+    present until none applies. Slow; tests check tiktoken's encoder against it."""
+    rank = {pair: 256 + i for i, pair in enumerate(merges)}
+    out = []
+    for piece in regex.findall(pattern, text):
+        ids = list(piece.encode("utf-8"))
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+            if pair not in rank:
+                break
+            ids = merge(ids, pair, rank[pair])
+        out.extend(ids)
+    return out
+
+
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE learned by `train_bpe`, encoding through tiktoken.
+
+    Ids 0-255 are the bytes (so any UTF-8 text round-trips), 256 + i is merge i, and the
+    special tokens follow the merges.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, merges: list[tuple[int, int]], pattern: str, special_tokens: Iterable[str] = SPECIAL_TOKENS):
+        self.merges = [tuple(m) for m in merges]
+        self.pattern = pattern
+        token_bytes = [bytes([i]) for i in range(256)]
+        for i, (a, b) in enumerate(self.merges):
+            if not (a < 256 + i and b < 256 + i):
+                raise ValueError(f"BPE merge {i} ({a}, {b}) uses a token that does not exist yet")
+            token_bytes.append(token_bytes[a] + token_bytes[b])
+        n = len(token_bytes)
+        self._special = {s: n + i for i, s in enumerate(special_tokens)}
+        self.enc = tiktoken.Encoding(
+            name=f"bpe-{n + len(self._special)}",
+            pat_str=pattern,
+            mergeable_ranks={t: i for i, t in enumerate(token_bytes)},
+            special_tokens=self._special,
+            explicit_n_vocab=n + len(self._special),
+        )
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        pattern: str = SPLIT_PATTERNS["gpt4"],
+        special_tokens: Iterable[str] = SPECIAL_TOKENS,
+    ) -> "BPETokenizer":
+        special_tokens = tuple(special_tokens)
+        check_bpe_vocab_size(vocab_size, len(special_tokens))
+        merges = train_bpe(texts, vocab_size - 256 - len(special_tokens), pattern)
+        return cls(merges, pattern, special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.enc.n_vocab
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._special)
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
+        return self.enc.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.enc.decode(ids)  # a cut-off UTF-8 sequence decodes to U+FFFD
+
+    def token_bytes(self, i: int) -> bytes:
+        return self.enc.decode_single_token_bytes(i)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "pattern": self.pattern,
+            "merges": [list(m) for m in self.merges],
+            "special_tokens": list(self._special),
+        }
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the tokenizer as JSON (readable; rebuild it with `load`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.state_dict()), encoding="utf-8")
+        os.replace(tmp, path)  # never a half-written file under the final name
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "BPETokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"BPE tokenizer file {str(path)!r} does not exist")
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{str(path)!r} is not a BPE tokenizer file written by BPETokenizer.save ({e})") from None
+        if not isinstance(state, dict) or state.get("kind") != cls.kind:
+            raise ValueError(f"{str(path)!r} is not a BPE tokenizer file written by BPETokenizer.save")
+        return tokenizer_from_state(state)
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
+
+
+def check_bpe_vocab_size(vocab_size: int, n_special: int = len(SPECIAL_TOKENS)) -> None:
+    smallest = 256 + n_special
+    if vocab_size < smallest:
+        raise ValueError(
+            f"BPE vocab_size {vocab_size} is too small: it needs at least 256 byte tokens + {n_special} special "
+            f"tokens = {smallest}, plus one per merge (try 512, 1024 or 4096)"
+        )
+
+
+# --------------------------------------------------------------------------- choice and state
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Which tokenizer to use: the `data.tokenizer` section of a config.
+
+    Args:
+        kind: "char" (the corpus's characters), "tiktoken" (a published BPE, see
+            `encoding`), or "bpe" (a byte-level BPE trained on the training split).
+        encoding: tiktoken's encoding name, for kind "tiktoken": gpt2, cl100k_base,
+            o200k_base, ... (gpt2 is loaded from r50k_base: the same ids).
+        vocab_size: Tokens of the trained BPE, including 256 bytes and 3 special tokens.
+        pattern: Pre-split regex of the trained BPE: "gpt2" or "gpt4".
+        path: A BPE file saved by BPETokenizer.save to use instead of training one.
+    """
+
+    kind: Literal["char", "tiktoken", "bpe"] = "char"
+    encoding: str = "gpt2"
+    vocab_size: int = 4096
+    pattern: Literal["gpt2", "gpt4"] = "gpt4"
+    path: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "bpe" and self.path is None:
+            check_bpe_vocab_size(self.vocab_size)
+        if self.kind == "tiktoken" and self.encoding not in tiktoken.list_encoding_names():
+            known = ", ".join(tiktoken.list_encoding_names())
+            raise ValueError(f"unknown tiktoken encoding {self.encoding!r}; known encodings: {known}")
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.state_dict()`."""
     kind = state.get("kind")
     if kind == "char":
-        return CharTokenizer(state["chars"])
-    raise ValueError(f"unknown tokenizer kind {kind!r} in saved state; known kinds: 'char'")
+        return CharTokenizer(state["chars"], state.get("special_tokens", ()))
+    if kind == "tiktoken":
+        return TiktokenTokenizer(state["encoding"])
+    if kind == "bpe":
+        return BPETokenizer([tuple(m) for m in state["merges"]], state["pattern"], state["special_tokens"])
+    raise ValueError(f"unknown tokenizer kind {kind!r} in saved state; known kinds: 'char', 'tiktoken', 'bpe'")

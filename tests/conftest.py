@@ -7,6 +7,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# tiktoken's encodings without the network: CI sets TIKTOKEN_CACHE_DIR to ../shared's
+# cache; a developer's checkout beside shared/ gets the same by default.
+_SHARED_TIKTOKEN = ROOT.parent / "shared" / "tiktoken-cache"
+if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_TIKTOKEN)
+
 # A small corpus with the shape of a play: speakers, lines, blank lines.
 _LINES = [
     "First Citizen:", "Before we proceed any further, hear me speak.", "",

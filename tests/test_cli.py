@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_main
@@ -44,7 +45,7 @@ def test_fit_writes_checkpoint_with_tokenizer_and_hyperparameters(trained):
     _, checkpoint, corpus = trained
     ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 12
-    assert ckpt["tokenizer"] == {"kind": "char", "chars": "".join(sorted(set(corpus.read_text())))}
+    assert ckpt["tokenizer"] == {"kind": "char", "chars": "".join(sorted(set(corpus.read_text()))), "special_tokens": []}
     hparams = ckpt["hyper_parameters"]
     assert hparams["vocab_size"] == len(set(corpus.read_text()))  # linked from the data
     assert (hparams["n_layer"], hparams["n_embd"], hparams["block_size"]) == (2, 32, 32)
@@ -125,7 +126,9 @@ def test_print_config(tmp_path):
                       "--print_config", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "n_layer: 6" in result.stdout and "block_size: 256" in result.stdout
-    assert "vocab_size" not in result.stdout  # linked from the data, never typed
+    config = yaml.safe_load(result.stdout)
+    assert "vocab_size" not in config["model"]  # linked from the data's tokenizer, never typed
+    assert config["data"]["tokenizer"]["kind"] == "char"
 
 
 def assert_clean_error(result, message: str) -> None:
