@@ -196,11 +196,15 @@ class LitGPT(L.LightningModule):
         if "tokenizer" not in checkpoint:
             return
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])
-        if tokenizer.vocab_size != self.config.vocab_size:
-            raise ValueError(
-                f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model has vocab_size "
-                f"{self.config.vocab_size}; the checkpoint is inconsistent"
-            )
+        # The model's size as saved (self.config may already follow the tokenizer, linked
+        # from the data module, and would then agree with it even when the weights do not).
+        vocab_size = checkpoint.get("hyper_parameters", {}).get("vocab_size", self.config.vocab_size)
+        for size in {vocab_size, self.config.vocab_size}:
+            if tokenizer.vocab_size != size:
+                raise ValueError(
+                    f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model has vocab_size "
+                    f"{size}; the checkpoint is inconsistent: use the tokenizer the model was trained with"
+                )
         self.tokenizer = tokenizer
 
     # ---- sampling

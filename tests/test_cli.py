@@ -1,5 +1,7 @@
 """The commands a user types, run as subprocesses: fit, predict, validate, test, errors."""
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -186,3 +188,88 @@ def test_scale_out_through_lightning(extra, small_corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(next((tmp_path / "lightning_logs").rglob("*.ckpt")), weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 6
+
+
+# ---------------------------------------------------------------- other tokenizers
+
+
+@pytest.fixture(scope="module")
+def trained_bpe(tmp_path_factory, request):
+    """A short CLI fit with a 300-token BPE trained on the corpus: (run folder, checkpoint, workdir)."""
+    workdir = tmp_path_factory.mktemp("fit_bpe")
+    corpus = workdir / "corpus.txt"
+    corpus.write_text(("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n") * 60)
+    args = [*fit_args(corpus, workdir / "data"), "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "300"]
+    result = run_main(*args, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = workdir / "lightning_logs" / "version_0"
+    return run_dir, sorted((run_dir / "checkpoints").glob("*.ckpt"))[-1], workdir
+
+
+def test_bpe_fit_saves_tokenizer_file_and_checkpoint_state(trained_bpe):
+    _, checkpoint, workdir = trained_bpe
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    state = ckpt["tokenizer"]
+    assert state["kind"] == "bpe" and len(state["merges"]) == 300 - 256 - 3
+    assert state["special_tokens"] == ["<|endoftext|>", "<|pad|>", "<|mask|>"]
+    assert ckpt["hyper_parameters"]["vocab_size"] == 300
+    (saved,) = (workdir / "data" / "tokenizers").glob("bpe-*.json")
+    assert json.loads(saved.read_text()) == state
+
+
+def test_bpe_fit_logs_bits_per_character(trained_bpe):
+    run_dir, _, _ = trained_bpe
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    loss, bpc = events.Scalars("val/loss")[-1].value, events.Scalars("val/bpc")[-1].value
+    # bits per character = nats per token / ln 2 / characters per token; a 300-token BPE
+    # packs between 1 and 3 characters into a token on this text.
+    assert loss / math.log(2) / 3 < bpc < loss / math.log(2)
+
+
+def test_bpe_predict_without_the_corpus_takes_any_text(trained_bpe, tmp_path):
+    _, checkpoint, _ = trained_bpe
+    prompt = "Citizen 🙂 naïve"  # characters the corpus never had: bytes are always in the vocabulary
+    runs = [predict(checkpoint, tmp_path, "--data.prompt", prompt, "--model.max_new_tokens", "20") for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr[-3000:]
+    texts = samples(runs[0].stdout)
+    assert len(texts) == 1 and texts[0].startswith(prompt) and len(texts[0]) > len(prompt)
+    assert samples(runs[1].stdout) == texts
+
+
+def test_error_checkpoint_tokenizer_does_not_fit_the_model(trained_bpe, tmp_path):
+    _, checkpoint, _ = trained_bpe
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    ckpt["tokenizer"] = {"kind": "tiktoken", "encoding": "gpt2"}
+    torch.save(ckpt, tmp_path / "mixed.ckpt")
+    result = predict(tmp_path / "mixed.ckpt", tmp_path)
+    assert_clean_error(result, "the checkpoint's tokenizer has 50257 tokens but its model has vocab_size 300")
+
+
+def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
+    args = [*fit_args(small_corpus, tmp_path / "data", steps=6), "--data.tokenizer.kind", "tiktoken",
+            "--data.tokenizer.encoding", "gpt2", "--model.val_sample_tokens", "0"]  # fmt: skip
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = next((tmp_path / "lightning_logs").rglob("*.ckpt"))
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    assert ckpt["tokenizer"] == {"kind": "tiktoken", "encoding": "gpt2"}
+    assert ckpt["hyper_parameters"]["vocab_size"] == 50257
+    out = predict(checkpoint, tmp_path, "--data.prompt", "Every effort moves you", "--model.max_new_tokens", "5")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert samples(out.stdout)[0].startswith("Every effort moves you")
+
+
+@pytest.mark.parametrize("name, kind", [("shakespeare_gpt2", "tiktoken"), ("shakespeare_bpe", "bpe")])
+def test_tokenizer_configs_parse(name, kind, tmp_path):
+    result = run_main("fit", "--config", str(Path(__file__).parents[1] / "configs" / f"{name}.yaml"),
+                      "--print_config", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["data"]["tokenizer"]["kind"] == kind
+
+
+def test_error_bad_tokenizer_settings(tmp_path):
+    result = run_main("fit", "--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt5", cwd=tmp_path)
+    assert_clean_error(result, "error: unknown tiktoken encoding 'gpt5'; known encodings: gpt2, r50k_base")
+    result = run_main("fit", "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "200", cwd=tmp_path)
+    assert_clean_error(result, "error: BPE vocab_size 200 is too small")
