@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from gpt.callbacks import TokenThroughputMonitor
 from gpt.datamodule import GPTDataModule
 from gpt.lit_module import LitGPT, cosine_lr, param_groups
+from gpt.tokenizers import TokenizerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(config: dict, seed: int = 1337) -> tuple[LitGPT, GPTDataModule]:
     model_args = dict(config.get("model", {}))
     data_args = dict(config.get("data", {}), block_size=model_args.get("block_size", 256))
+    if "tokenizer" in data_args:
+        data_args["tokenizer"] = TokenizerConfig(**data_args["tokenizer"])
     dm = GPTDataModule(**data_args)
     dm.prepare_data()
     dm.setup("fit")

@@ -91,8 +91,8 @@ def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
 
 # --------------------------------------------------------------------------- corpus text
 
-BLOCK_CHARS = 1 << 20  # text is read, and encoded, about a million characters at a time
-BATCH_BLOCKS = 16  # blocks per call of the tokenizer's (multi-threaded) batch encoder
+BLOCK_CHARS = 1 << 18  # text is read, and encoded, about 256k characters at a time
+BATCH_BLOCKS = 32  # blocks per call of the tokenizer's (multi-threaded) batch encoder
 
 
 def safe_cut(text: str) -> int:
