@@ -95,18 +95,18 @@ BLOCK_CHARS = 1 << 18  # text is read, and encoded, about 256k characters at a t
 BATCH_BLOCKS = 32  # blocks per call of the tokenizer's (multi-threaded) batch encoder
 
 
-def safe_cut(text: str) -> int:
+def safe_cut(text: str, start: int = 0) -> int:
     """The end of the last line in `text` after which a tokenizer cannot join across.
 
     That is a newline that follows a non-space character and is followed by a letter.
     The pre-split patterns of GPT-2, GPT-4 and characters all end a piece there and
     start the next one at the letter, so encoding the two sides apart gives the same ids
-    as encoding them together. Returns the cut position, or -1 if there is none.
+    as encoding them together. Returns the cut position (> start), or -1 if there is none.
     """
     i = len(text) - 1
     while True:
-        i = text.rfind("\n", 0, i)
-        if i <= 0:
+        i = text.rfind("\n", max(start, 1), i)
+        if i < 0:
             return -1
         if i + 1 < len(text) and not text[i - 1].isspace() and text[i + 1].isalpha():
             return i + 1
@@ -119,7 +119,7 @@ def read_blocks(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
         with open(path, encoding="utf-8") as f:
             while chunk := f.read(block_chars):
                 text = carry + chunk
-                cut = safe_cut(text)
+                cut = safe_cut(text, start=max(0, len(carry) - 1))  # the carry has no cut in it
                 if cut < 0:
                     carry = text  # no safe place yet: read on
                     continue
