@@ -199,7 +199,7 @@ class LitGPT(L.LightningModule):
         # The model's size as saved (self.config may already follow the tokenizer, linked
         # from the data module, and would then agree with it even when the weights do not).
         vocab_size = checkpoint.get("hyper_parameters", {}).get("vocab_size", self.config.vocab_size)
-        for size in {vocab_size, self.config.vocab_size}:
+        for size in (vocab_size, self.config.vocab_size):
             if tokenizer.vocab_size != size:
                 raise ValueError(
                     f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model has vocab_size "
