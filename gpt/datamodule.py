@@ -9,14 +9,15 @@ block_size + 1 ids, x = ids[:-1], y = ids[1:].
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import itertools
 import os
 import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 import lightning as L
 import numpy as np
@@ -55,13 +56,15 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A file to write `path` through: a temporary file beside it, renamed to `path` only
+    when the block finishes. Readers never see half a file; a failure leaves nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -85,7 +88,8 @@ def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
             f"downloaded Tiny Shakespeare is {len(data)} bytes with md5 {md5}; expected "
             f"{SHAKESPEARE_SIZE} bytes with md5 {SHAKESPEARE_MD5}. Nothing was written."
         )
-    _write_atomically(path, data)
+    with atomic_writer(path) as f:
+        f.write(data)
     return path
 
 
@@ -112,8 +116,10 @@ def safe_cut(text: str, start: int = 0) -> int:
             return i + 1
 
 
-def read_blocks(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
-    """The text of `path` in blocks of about block_chars characters, cut at `safe_cut`."""
+def read_blocks(path: Path, block_chars: Optional[int] = None) -> Iterator[str]:
+    """The text of `path` in blocks of about block_chars (default BLOCK_CHARS) characters,
+    cut at `safe_cut`."""
+    block_chars = block_chars or BLOCK_CHARS
     carry = ""
     try:
         with open(path, encoding="utf-8") as f:
@@ -396,36 +402,24 @@ class GPTDataModule(L.LightningDataModule):
         dtype = id_dtype(tok.vocab_size)
         if len(files) > 1 and tok.eot_id is None:
             raise ValueError(f"{tok!r} has no {ENDOFTEXT} token to join the documents of a folder corpus")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
         n_tokens = 0
-        bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True,
-                   desc=f"Encoding {self.corpus_path().name}", disable=None)  # fmt: skip
-        try:
-            with os.fdopen(fd, "wb") as out:
+        total = sum(f.stat().st_size for f in files)
+        with atomic_writer(path) as out, tqdm(total=total, unit="B", unit_scale=True,
+                                              desc=f"Encoding {self.corpus_path().name}", disable=None) as bar:  # fmt: skip
 
-                def write(ids) -> None:
-                    nonlocal n_tokens
-                    np.asarray(ids, dtype=dtype).tofile(out)
-                    n_tokens += len(ids)
+            def write(ids) -> None:
+                nonlocal n_tokens
+                np.asarray(ids, dtype=dtype).tofile(out)
+                n_tokens += len(ids)
 
-                for i, f in enumerate(files):
-                    if i > 0:
-                        write([tok.eot_id])  # documents are joined with <|endoftext|>
-                    batch: list[str] = []
-                    for block in (*read_blocks(f), None):
-                        if block is not None:
-                            batch.append(block)
-                        if batch and (block is None or len(batch) == BATCH_BLOCKS):
-                            for ids in tok.encode_batch(batch):
-                                write(ids)
-                            bar.update(sum(len(b.encode("utf-8")) for b in batch))
-                            batch = []
-            bar.close()
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            for i, f in enumerate(files):
+                if i > 0:
+                    write([tok.eot_id])  # documents are joined with <|endoftext|>
+                blocks = read_blocks(f)
+                while batch := list(itertools.islice(blocks, BATCH_BLOCKS)):
+                    for ids in tok.encode_batch(batch):
+                        write(ids)
+                    bar.update(sum(len(b.encode("utf-8")) for b in batch))
         rank_zero_info(f"Encoded {self.corpus_path()} into {n_tokens:,} tokens with {tok!r}, cached at {path}")
         return path
 

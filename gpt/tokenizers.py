@@ -183,11 +183,15 @@ class CharTokenizer(Tokenizer):
 # --------------------------------------------------------------------------- tiktoken
 
 
-def load_tiktoken(name: str) -> tiktoken.Encoding:
-    """A tiktoken encoding by name, with messages that say what to do when it fails."""
+def check_tiktoken_name(name: str) -> None:
     known = tiktoken.list_encoding_names()
     if name not in known:
         raise ValueError(f"unknown tiktoken encoding {name!r}; known encodings: {', '.join(known)}")
+
+
+def load_tiktoken(name: str) -> tiktoken.Encoding:
+    """A tiktoken encoding by name, with messages that say what to do when it fails."""
+    check_tiktoken_name(name)
     try:
         return tiktoken.get_encoding(TIKTOKEN_ALIASES.get(name, name))
     except Exception as e:  # requests' ConnectionError, a hash mismatch, a bad cache file ...
@@ -473,9 +477,8 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         if self.kind == "bpe" and self.path is None:
             check_bpe_vocab_size(self.vocab_size)
-        if self.kind == "tiktoken" and self.encoding not in tiktoken.list_encoding_names():
-            known = ", ".join(tiktoken.list_encoding_names())
-            raise ValueError(f"unknown tiktoken encoding {self.encoding!r}; known encodings: {known}")
+        if self.kind == "tiktoken":
+            check_tiktoken_name(self.encoding)
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:

@@ -327,3 +327,16 @@ def test_corpus_that_is_not_utf8(tmp_path):
     dm = GPTDataModule(corpus=str(tmp_path / "latin1.txt"), data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="latin1.txt' is not UTF-8 text"):
         dm.prepare_data()
+
+
+def test_corpus_is_encoded_in_batches_of_blocks(tmp_path, shakespeare, monkeypatch):
+    monkeypatch.setattr(datamodule, "BLOCK_CHARS", 20_000)
+    monkeypatch.setattr(datamodule, "BATCH_BLOCKS", 4)
+    dm = GPTDataModule(corpus=str(shakespeare), data_dir=str(tmp_path))
+    tok = dm.tokenizer
+    batches = []
+    encode_batch = tok.encode_batch
+    monkeypatch.setattr(tok, "encode_batch", lambda texts: batches.append(len(texts)) or encode_batch(texts))
+    ids = np.fromfile(dm.encode_corpus(), dtype=np.uint16)
+    assert len(batches) > 10 and max(batches) == 4  # never more than one batch of text at a time
+    assert tok.decode(ids.tolist()) == shakespeare.read_text(encoding="utf-8")
