@@ -17,11 +17,20 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from gpt.callbacks import TokenThroughputMonitor
+from gpt.config import PRESETS, GPTConfig
 from gpt.datamodule import GPTDataModule, check_checkpoint
 from gpt.lit_module import LitGPT
 
 # Values Lightning resolves itself rather than reading a file.
 _SPECIAL_CKPT_PATHS = {"last", "best", "hpc", "registry"}
+
+
+def model_block_size(preset: str | None, block_size: int | None) -> int:
+    """The model's block_size: as given, else its preset's (an unknown preset is refused, with
+    the known ones listed, when the model is built)."""
+    if block_size is not None:
+        return block_size
+    return PRESETS.get(preset, GPTConfig()).block_size if preset else GPTConfig().block_size
 
 
 class GPTCLI(LightningCLI):
@@ -34,8 +43,9 @@ class GPTCLI(LightningCLI):
             check_checkpoint(ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Typed once, in the model; the data cuts windows of the same length.
-        parser.link_arguments("model.block_size", "data.block_size")
+        # Typed once, in the model (or taken from its preset); the data cuts windows of the
+        # same length.
+        parser.link_arguments(("model.preset", "model.block_size"), "data.block_size", compute_fn=model_block_size)
         # Follows from the data (the tokenizer), so it is computed, never typed.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 

@@ -1,9 +1,12 @@
-"""The pieces of a GPT block: causal self-attention, the MLP, and the block itself.
+"""The pieces of the models: attention (one explicit head, explicit heads, fused), RoPE,
+MLPs, norms, and the transformer block.
 
 Plain torch, no Lightning.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -11,30 +14,104 @@ import torch.nn.functional as F
 
 from gpt.config import GPTConfig
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_size)
+
+
+# ---- rotary position embeddings (Su et al., 2021), as LLaMA
+
+
+def rope_cache(block_size: int, head_size: int, base: float = 10000.0, device=None) -> Rope:
+    """cos and sin of the angle position * theta_i for each pair of dimensions i.
+
+    theta_i = base^(-2i / head_size): the first pairs turn fast, the last ones slowly.
+    The pairs are (d, d + head_size / 2), the "rotate half" layout of GPT-NeoX and
+    Hugging Face's LLaMA.
+    """
+    theta = base ** (-torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(block_size, device=device, dtype=torch.float32), theta)
+    angles = torch.cat((angles, angles), dim=-1)  # (block_size, head_size)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate each pair of dimensions of x (..., T, head_size) by its position's angle.
+
+    Rotating queries and keys this way makes q_i . k_j depend on i and j only through
+    i - j: attention sees relative positions.
+    """
+    cos, sin = (t.to(x.dtype) for t in rope)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos + rotated * sin
+
+
+# ---- attention, built up as the literature does
+
+
+class Head(nn.Module):
+    """One head of causal self-attention, written out: softmax(q k^T / sqrt(d)) v."""
+
+    def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        self.query = nn.Linear(n_embd, head_size, bias=bias)  # what this token looks for
+        self.key = nn.Linear(n_embd, head_size, bias=bias)  # what this token offers
+        self.value = nn.Linear(n_embd, head_size, bias=bias)  # what it passes on when chosen
+        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size, dtype=torch.bool)), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+        T = x.size(1)
+        q, k, v = self.query(x), self.key(x), self.value(x)  # (B, T, head_size) each
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        # Scaled so that the scores have unit variance and softmax does not saturate.
+        scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, T)
+        scores = scores.masked_fill(~self.tril[:T, :T], float("-inf"))  # no peeking ahead
+        weights = self.dropout(F.softmax(scores, dim=-1))
+        return weights @ v  # (B, T, head_size)
+
+
+class MultiHeadAttention(nn.Module):
+    """n_head explicit heads side by side, concatenated and projected back to n_embd."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            Head(config.n_embd, config.head_size, config.block_size, config.dropout, config.attn_bias)
+            for _ in range(config.n_head)
+        )
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+        y = torch.cat([head(x, rope) for head in self.heads], dim=-1)
+        return self.dropout(self.proj(y))
+
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position t attends to positions <= t only."""
+    """The same function as MultiHeadAttention, fused: one matmul makes every head's
+    queries, keys and values, and scaled_dot_product_attention runs all heads at once
+    (flash attention on a GPU)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        # One matmul produces queries, keys and values for all heads at once.
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.attn_bias)
         # Output projection back into the residual stream.
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # softmax(q k^T / sqrt(head_size)) v with a causal mask; SDPA picks a fused kernel
-        # (flash attention on GPU) when one applies.
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
@@ -42,31 +119,60 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+# ---- position-wise feed-forward networks and norms
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward network, 4x wider than the residual stream, GELU."""
+    """Feed-forward network, 4x wider than the residual stream: GELU (tanh approximation,
+    as GPT-2 was trained) or ReLU (the original transformer)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # the approximation GPT-2 was trained with
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
+        self.act = nn.GELU(approximate="tanh") if config.mlp == "gelu" else nn.ReLU()
+        self.c_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
-class Block(nn.Module):
-    """Transformer block, pre-LayerNorm: x + attn(ln(x)), then x + mlp(ln(x))."""
+class SwiGLU(nn.Module):
+    """Gated MLP (Shazeer, 2020), as LLaMA: c_proj(silu(x W_gate) * (x W_fc))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.c_gate = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
+        self.c_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # tokens talk to each other
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
+
+
+def make_mlp(config: GPTConfig) -> nn.Module:
+    return SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """LayerNorm (GPT-2) or RMSNorm (LLaMA: rescale only, no mean subtraction, no bias)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
+    return nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+
+
+class Block(nn.Module):
+    """Transformer block, pre-norm: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig, attn: Optional[nn.Module] = None):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = attn if attn is not None else CausalSelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = make_mlp(config)
+
+    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope)  # tokens talk to each other
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x

@@ -19,10 +19,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from gpt.config import GPTConfig
+from gpt.config import Arch, Mlp, Norm, Pos
+from gpt.config import preset as gpt_preset
 from gpt.datamodule import IGNORE_INDEX
 from gpt.generation import check_sampling_args, generate
-from gpt.model import GPT
+from gpt.model import build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
 # Settings that only steer sampling: kept out of the checkpoint's hyperparameters so that
@@ -57,13 +58,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 class LitGPT(L.LightningModule):
     def __init__(
         self,
-        vocab_size: int = 65,
-        block_size: int = 256,
-        n_layer: int = 6,
-        n_head: int = 6,
-        n_embd: int = 384,
-        dropout: float = 0.2,
-        bias: bool = True,
+        preset: Optional[str] = None,
+        arch: Optional[Arch] = None,
+        vocab_size: Optional[int] = None,
+        block_size: Optional[int] = None,
+        n_layer: Optional[int] = None,
+        n_head: Optional[int] = None,
+        n_embd: Optional[int] = None,
+        dropout: Optional[float] = None,
+        pos: Optional[Pos] = None,
+        mlp: Optional[Mlp] = None,
+        norm: Optional[Norm] = None,
+        bias: Optional[bool] = None,
+        qkv_bias: Optional[bool] = None,
+        tie_weights: Optional[bool] = None,
+        rope_base: Optional[float] = None,
+        init_from: Optional[str] = None,
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
@@ -77,14 +87,28 @@ class LitGPT(L.LightningModule):
         sample_seed: int = 1337,
     ):
         """
+        The model settings (preset to rope_base) are GPTConfig's (gpt/config.py); any left
+        unset come from the preset, or without one from GPTConfig's defaults (GPT-2 small).
+
         Args:
+            preset: Named model size and choices: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby.
+            arch: Which model: bigram, head, multi_head, blocks (the teaching sequence) or gpt.
             vocab_size: Size of the vocabulary (linked from the data's tokenizer).
             block_size: Longest context the model sees, in tokens.
             n_layer: Transformer blocks.
             n_head: Attention heads per block.
             n_embd: Width of the residual stream.
             dropout: Dropout probability in attention, MLP and embeddings.
+            pos: Positions: learned embeddings (GPT-2) or rope (rotary, LLaMA).
+            mlp: MLP: gelu (GPT-2), relu, or swiglu (LLaMA).
+            norm: layernorm (GPT-2) or rmsnorm (LLaMA).
             bias: Biases in Linear layers and LayerNorms.
+            qkv_bias: Bias on the query/key/value projection (unset: same as bias).
+            tie_weights: The LM head reuses the token embedding matrix.
+            rope_base: RoPE's theta.
+            init_from: Start from these weights: a Hugging Face GPT-2 checkpoint (a folder with
+                model.safetensors or pytorch_model.bin, or a .safetensors file). The model
+                settings must fit it; a shorter block_size keeps the first positions.
             learning_rate: Peak learning rate, reached at the end of warmup.
             min_lr: Learning rate at the last step, after cosine decay.
             warmup_steps: Steps of linear warmup.
@@ -103,11 +127,13 @@ class LitGPT(L.LightningModule):
         if not 0 <= min_lr <= learning_rate:
             raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
         self.save_hyperparameters(ignore=list(SAMPLING_ARGS))
-        self.config = GPTConfig(
-            vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-            n_embd=n_embd, dropout=dropout, bias=bias,
+        self.config = gpt_preset(
+            preset, arch=arch, vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+            n_embd=n_embd, dropout=dropout, pos=pos, mlp=mlp, norm=norm, bias=bias, qkv_bias=qkv_bias,
+            tie_weights=tie_weights, rope_base=rope_base,
         )  # fmt: skip
-        self.model = GPT(self.config)
+        self.model = build_model(self.config)
+        self.init_from = init_from
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
         self.sample_seed = sample_seed
         self.tokenizer: Optional[Tokenizer] = None  # from the data module, or from the checkpoint

@@ -1,35 +1,143 @@
-"""GPT: token + position embeddings, a stack of transformer blocks, a tied LM head.
+"""The models, in the order the literature builds them.
 
-Plain torch, no Lightning: the model can be used, tested and exported on its own.
+    bigram      a vocab x vocab table: the next token from the current one alone
+    head        + token and position embeddings, one head of causal self-attention
+    multi_head  + several heads side by side, concatenated and projected
+    blocks      + MLP, residual connections and LayerNorm, in a stack of n_layer blocks
+                  (the model at the end of Karpathy's "Let's build GPT": ReLU, untied head)
+    gpt         + GPT-2's choices: GELU, tied embeddings, GPT-2's initialisation, fused
+                  attention; and the modern options RoPE, SwiGLU, RMSNorm
+
+Each maps ids (B, T) to logits (B, T, vocab_size), so one LightningModule trains them all.
+Plain torch, no Lightning: the models can be used, tested and exported on their own.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.layers import Block
+from gpt.layers import Block, Head, MultiHeadAttention, make_norm, rope_cache
 
 
-class GPT(nn.Module):
+class LanguageModel(nn.Module):
+    """What every model shares: its config, the context check, parameter and FLOP counts."""
+
+    attention_layers = 0  # layers that attend over the context, for the FLOP count
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+
+    def check_length(self, T: int) -> None:
+        if T > self.config.block_size:
+            raise ValueError(
+                f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
+                "crop the context to the last block_size tokens"
             )
-        )
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, each shared tensor counted once. non_embedding drops the position
+        embeddings (a tied token embedding is also the LM head, so it stays), as nanoGPT
+        and GPT-2 report."""
+        return sum(p.numel() for name, p in self.named_parameters() if not (non_embedding and name.endswith("wpe.weight")))
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs (forward + backward) per token: 6 per weight of every matmul,
+        plus attention's scores and weighted values (PaLM appendix B, nanoGPT's estimate_mfu)."""
+        T = seq_len or self.config.block_size
+        matmul_weights = {id(m.weight): m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear)}
+        return 6 * sum(matmul_weights.values()) + 12 * self.attention_layers * self.config.n_embd * T
+
+
+class Bigram(LanguageModel):
+    """Row i of the table holds the logits of the token that follows token i."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.table = nn.Embedding(config.vocab_size, config.vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.check_length(idx.size(1))
+        return self.table(idx)
+
+
+class AttentionLM(LanguageModel):
+    """Token + position embeddings, one attention layer, a linear LM head: arch "head"
+    (one head as wide as n_embd) or "multi_head" (n_head heads, concatenated, projected)."""
+
+    attention_layers = 1
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        C = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, C)  # what each token is
+        self.wpe = nn.Embedding(config.block_size, C)  # where it is
+        if config.arch == "head":
+            self.attn = Head(C, C, config.block_size, config.dropout, config.attn_bias)
+        else:
+            self.attn = MultiHeadAttention(config)
+        self.lm_head = nn.Linear(C, config.vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        self.check_length(T)
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        return self.lm_head(self.attn(x))
+
+
+class TransformerLM(LanguageModel):
+    """Embeddings, n_layer blocks (explicit heads, ReLU MLP, pre-LayerNorm, residuals),
+    a final LayerNorm and an untied LM head, with PyTorch's default initialisation."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.attention_layers = config.n_layer
+        block_config = replace(config, arch="gpt", mlp="relu")  # blocks as the GPT's, with a ReLU MLP
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(block_config, attn=MultiHeadAttention(config)) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        self.check_length(T)
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+class GPT(LanguageModel):
+    """GPT-2 (Radford et al., 2019), and with options the modern variants: RoPE instead of
+    learned positions, SwiGLU instead of GELU, RMSNorm instead of LayerNorm, no biases,
+    untied embeddings."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.attention_layers = config.n_layer
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
+        if config.pos == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
+        else:
+            # RoPE has no weights: positions rotate the queries and keys inside attention.
+            cos, sin = rope_cache(config.block_size, config.head_size, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        modules["drop"] = nn.Dropout(config.dropout)
+        modules["h"] = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        modules["ln_f"] = make_norm(config)
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying (Press & Wolf, 2017): the output layer reuses the token embedding.
-        self.lm_head.weight = self.transformer.wte.weight
+        if config.tie_weights:
+            # Weight tying (Press & Wolf, 2017): the output layer reuses the token embedding.
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         # GPT-2: scale residual output projections by 1/sqrt(2 * n_layer), since each block
         # adds two of them to the residual stream and its variance would grow with depth.
@@ -46,32 +154,27 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters, each shared tensor counted once. non_embedding drops the position
-        embeddings (the token embedding is also the LM head, so it stays), as GPT-2 reports."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
-        return n
-
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs (forward + backward) per token: 6N for the matmuls with weights, plus
-        attention scores and values (PaLM appendix B, as in nanoGPT's estimate_mfu)."""
-        cfg = self.config
-        T = seq_len or cfg.block_size
-        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * T
-
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) token ids -> logits (B, T, vocab_size)."""
-        B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(
-                f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
-                "crop the context to the last block_size tokens"
-            )
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        T = idx.size(1)
+        self.check_length(T)
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x)
-        return self.lm_head(x)
+            x = block(x, rope)
+        return self.lm_head(self.transformer.ln_f(x))
+
+
+MODELS: dict[str, type[LanguageModel]] = {
+    "bigram": Bigram, "head": AttentionLM, "multi_head": AttentionLM, "blocks": TransformerLM, "gpt": GPT,
+}  # fmt: skip
+
+
+def build_model(config: GPTConfig) -> LanguageModel:
+    """The model that config.arch names."""
+    return MODELS[config.arch](config)

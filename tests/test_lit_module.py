@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from gpt.lit_module import LitGPT, cosine_lr, param_groups
-from gpt.model import GPT
-from gpt.config import GPTConfig
+from gpt.config import GPTConfig, preset
+from gpt.model import GPT, AttentionLM, Bigram
 from gpt.tokenizers import CharTokenizer
 
 
@@ -101,3 +101,21 @@ def test_generate_text_batches_samples():
     assert len(set(texts)) > 1  # one batch, different samples
     with pytest.raises(ValueError, match="character 'z' at position 1"):
         module.generate_text(["az"], 5, 1.0, None)
+
+
+def test_preset_with_overrides_builds_the_model():
+    module = LitGPT(preset="baby", vocab_size=65, n_layer=1)
+    assert module.config == preset("baby", n_layer=1)
+    assert module.config.block_size == 256 and module.config.bias is False
+    assert isinstance(module.model, GPT) and len(module.model.transformer.h) == 1
+
+
+def test_arch_picks_the_teaching_model():
+    module = LitGPT(arch="multi_head", vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    assert isinstance(module.model, AttentionLM) and len(module.model.attn.heads) == 2
+    assert isinstance(LitGPT(arch="bigram", vocab_size=5, block_size=8).model, Bigram)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown preset 'gpt3'; known presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby"):
+        LitGPT(preset="gpt3")

@@ -1,12 +1,17 @@
+import itertools
 import math
+import re
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.config import GPTConfig, preset
+from gpt.config import ARCHS, GPTConfig, preset
 from gpt.generation import generate
-from gpt.model import GPT
+from gpt.layers import CausalSelfAttention, MultiHeadAttention, SwiGLU, apply_rope, rope_cache
+from gpt.model import GPT, build_model
 
 
 def tiny_config(**kwargs) -> GPTConfig:
@@ -136,3 +141,184 @@ def test_bad_sampling_settings(kwargs, message):
     args = dict(max_new_tokens=3, temperature=1.0, top_k=None) | kwargs
     with pytest.raises(ValueError, match=message):
         generate(model, torch.zeros(1, 1, dtype=torch.long), **args)
+
+
+# ---- the teaching models and the GPT's options
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_maps_ids_to_logits_causally(arch):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(arch=arch)).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    changed = idx.clone()
+    changed[:, 8:] = (idx[:, 8:] + 1) % 50
+    a, b = model(idx), model(changed)
+    assert a.shape == (2, 16, 50)
+    torch.testing.assert_close(a[:, :8], b[:, :8], rtol=0, atol=1e-6)  # the past never sees the future
+    assert (a[:, 8:] - b[:, 8:]).abs().max() > 1e-3
+
+
+def test_bigram_is_a_table_lookup():
+    model = build_model(tiny_config(arch="bigram"))
+    assert model.num_params() == 50 * 50
+    idx = torch.tensor([[3, 7, 3]])
+    logits = model(idx)
+    assert torch.equal(logits[0, 0], model.table.weight[3]) and torch.equal(logits[0, 2], model.table.weight[3])
+
+
+def teaching_params(c: GPTConfig) -> dict[str, int]:
+    """Counted by hand from the class docstrings."""
+    V, T, C, L = c.vocab_size, c.block_size, c.n_embd, c.n_layer
+    embeddings_and_head = V * C + T * C + C * V + V
+    multi_head = 3 * C * C + C * C + C  # n_head heads of q, k, v (no bias) + projection
+    block = 2 * (2 * C) + multi_head + (C * 4 * C + 4 * C) + (4 * C * C + C)
+    return {
+        "bigram": V * V,
+        "head": embeddings_and_head + 3 * C * C,
+        "multi_head": embeddings_and_head + multi_head,
+        "blocks": embeddings_and_head + L * block + 2 * C,
+    }
+
+
+@pytest.mark.parametrize("arch", ["bigram", "head", "multi_head", "blocks"])
+def test_teaching_model_parameter_counts_by_hand(arch):
+    c = tiny_config(arch=arch, qkv_bias=False)
+    assert build_model(c).num_params() == teaching_params(c)[arch]
+
+
+def copy_heads_into_fused(mha: MultiHeadAttention, fused: CausalSelfAttention) -> None:
+    """Stack the heads' query, key and value matrices into c_attn: rows [q heads, k heads, v heads]."""
+    with torch.no_grad():
+        for i, name in enumerate(("query", "key", "value")):
+            rows = slice(i * fused.n_embd, (i + 1) * fused.n_embd)
+            fused.c_attn.weight[rows] = torch.cat([getattr(h, name).weight for h in mha.heads])
+            if fused.c_attn.bias is not None:
+                fused.c_attn.bias[rows] = torch.cat([getattr(h, name).bias for h in mha.heads])
+        fused.c_proj.load_state_dict(mha.proj.state_dict())
+
+
+@pytest.mark.parametrize("bias, pos", [(False, "learned"), (True, "learned"), (True, "rope")])
+def test_explicit_heads_and_fused_attention_compute_the_same_function(bias, pos):
+    torch.manual_seed(0)
+    c = tiny_config(n_embd=48, n_head=4, bias=bias, pos=pos)
+    mha, fused = MultiHeadAttention(c).eval(), CausalSelfAttention(c).eval()
+    for p in mha.parameters():  # biases away from zero, so that copying them is checked too
+        nn.init.normal_(p, std=0.2)
+    copy_heads_into_fused(mha, fused)
+    x = torch.randn(3, 16, 48)
+    rope = rope_cache(16, c.head_size) if pos == "rope" else None
+    expected = mha(x, rope)
+    torch.testing.assert_close(fused(x, rope), expected, rtol=0, atol=1e-5)
+    assert expected.abs().mean() > 0.1  # not trivially equal
+
+
+OPTIONS = list(itertools.product(["learned", "rope"], ["gelu", "relu", "swiglu"], ["layernorm", "rmsnorm"],
+                                 [True, False], [None, True, False], [True, False], [0.0, 0.1]))  # fmt: skip
+
+
+@pytest.mark.parametrize("pos, mlp, norm, bias, qkv_bias, tie_weights, dropout", OPTIONS)
+def test_every_gpt_option_combination_trains(pos, mlp, norm, bias, qkv_bias, tie_weights, dropout):
+    torch.manual_seed(0)
+    c = GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=dropout, pos=pos, mlp=mlp,
+                  norm=norm, bias=bias, qkv_bias=qkv_bias, tie_weights=tie_weights)  # fmt: skip
+    model = GPT(c)
+    idx = torch.randint(0, 20, (2, 8))
+    loss = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
+    loss.backward()
+    assert math.isfinite(loss.item())
+    names = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert names == []  # every weight learns
+    assert model.num_params() == expected_gpt_params(c)
+
+
+def expected_gpt_params(c: GPTConfig) -> int:
+    """Count any option combination by hand."""
+    V, T, C, L, H = c.vocab_size, c.block_size, c.n_embd, c.n_layer, c.mlp_hidden
+    b = 1 if c.bias else 0
+    norm = C + (C * b if c.norm == "layernorm" else 0)
+    attn = C * 3 * C + (3 * C if c.attn_bias else 0) + C * C + C * b
+    mlp = (3 if c.mlp == "swiglu" else 2) * C * H + (2 * H if c.mlp == "swiglu" else H) * b + C * b
+    embeddings = V * C + (T * C if c.pos == "learned" else 0) + (0 if c.tie_weights else V * C)
+    return embeddings + L * (2 * norm + attn + mlp) + norm
+
+
+def test_options_change_the_model_as_named():
+    c = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=96, pos="rope", mlp="swiglu", norm="rmsnorm",
+                  tie_weights=False)  # fmt: skip
+    model = GPT(c)
+    assert "wpe" not in model.transformer and model.lm_head.weight is not model.transformer.wte.weight
+    assert isinstance(model.transformer.h[0].mlp, SwiGLU) and c.mlp_hidden == 256  # 8/3 * 96, to a multiple of 64
+    assert isinstance(model.transformer.ln_f, nn.RMSNorm)
+    assert not any(k.startswith("rope") for k in model.state_dict())  # computed, not saved
+    assert GPT(replace(c, qkv_bias=False)).transformer.h[0].attn.c_attn.bias is None
+    assert GPT(replace(c, qkv_bias=True, bias=False)).transformer.h[0].attn.c_attn.bias is not None
+
+
+def test_gpt2_without_tying_and_qkv_bias_matches_the_published_count():
+    with torch.device("meta"):
+        model = GPT(preset("gpt2", tie_weights=False, qkv_bias=False))
+    assert model.num_params() == 163_009_536
+
+
+# ---- RoPE
+
+
+def test_rope_attention_scores_depend_only_on_relative_position():
+    torch.manual_seed(0)
+    head_size, T = 16, 64
+    cos, sin = rope_cache(T, head_size)
+    q, k = torch.randn(head_size), torch.randn(head_size)
+
+    def score(i: int, j: int) -> float:
+        """q placed at position i, k at position j, both rotated, then dotted."""
+        qi = apply_rope(q.expand(T, head_size), (cos, sin))[i]
+        kj = apply_rope(k.expand(T, head_size), (cos, sin))[j]
+        return (qi @ kj).item()
+
+    for offset in (0, 1, 5, 17):
+        scores = [score(j + offset, j) for j in (0, 3, 20, 40)]
+        assert max(scores) - min(scores) < 1e-4, (offset, scores)
+    assert abs(score(5, 0) - score(6, 0)) > 1e-2  # but the offset itself matters
+    # A rotation: norms kept, and position 0 is not rotated at all.
+    rotated = apply_rope(q.expand(T, head_size), (cos, sin))
+    torch.testing.assert_close(rotated.norm(dim=-1), q.norm().expand(T), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rotated[0], q)
+
+
+def test_rope_attention_is_unchanged_when_every_position_shifts():
+    """The layer-level consequence: attention sees only i - j, so starting the whole
+    sequence at position 40 instead of 0 gives the same output."""
+    torch.manual_seed(0)
+    c = tiny_config(pos="rope", n_embd=32, n_head=2, block_size=64)
+    attn = CausalSelfAttention(c).eval()
+    cos, sin = rope_cache(64, c.head_size)
+    x = torch.randn(2, 10, 32)
+    at_0, at_40 = attn(x, (cos[:10], sin[:10])), attn(x, (cos[40:50], sin[40:50]))
+    torch.testing.assert_close(at_40, at_0, rtol=0, atol=1e-5)
+    assert (attn(x, (cos[:10], sin[:10])) - attn(x[:, torch.randperm(10)], (cos[:10], sin[:10]))).abs().max() > 1e-3
+
+
+# ---- bad settings
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_embd=36, n_head=4, pos="rope"), "head size must be even; n_embd 36 / n_head 4 = 9"),
+        (dict(arch="bigram", pos="rope"), "pos=rope: options of arch 'gpt'; the teaching model 'bigram'"),
+        (dict(mlp="tanh"), "mlp must be one of gelu, relu, swiglu; got 'tanh'"),
+        (dict(arch="rnn"), "arch must be one of bigram, head, multi_head, blocks, gpt"),
+    ],
+)
+def test_bad_model_settings(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tiny_config(**kwargs)
+
+
+def test_preset_overrides_and_unknown_fields():
+    c = preset("baby", n_layer=2, dropout=None)
+    assert (c.n_layer, c.n_embd, c.dropout, c.bias) == (2, 384, 0.2, False)
+    assert preset(None) == GPTConfig()
+    with pytest.raises(ValueError, match="unknown GPTConfig fields: n_layers"):
+        preset("gpt2", n_layers=3)
