@@ -1,0 +1,118 @@
+"""How big a model is: parameters and memory, for a preset with any field changed.
+
+    python -m gpt.report --preset gpt2
+    python -m gpt.report --preset gpt2 --qkv_bias false      # 163,009,536 untied
+    python -m gpt.report --preset baby --pos rope --mlp swiglu
+    python -m gpt.report --help
+
+The model is built on PyTorch's meta device: shapes without memory, so gpt2-xl counts
+in a moment. Plain torch and jsonargparse, no Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Optional
+
+import torch
+from jsonargparse import ArgumentParser
+
+from gpt.config import FIELDS, PRESETS, GPTConfig, preset
+from gpt.model import build_model
+
+# Bytes per parameter while training with AdamW: weights, gradients, and AdamW's two
+# moving averages (m and v). Lightning's bf16-mixed keeps all four in fp32 and only
+# computes in bf16; bf16-true stores them all in bf16.
+TRAIN_BYTES = {"32-true / bf16-mixed": 4 + 4 + 4 + 4, "bf16-true": 2 + 2 + 2 + 2}
+
+
+def count(config: GPTConfig) -> dict[str, int]:
+    """Parameters of the model config describes: total, without position embeddings
+    (nanoGPT's and the GPT-2 paper's count), and without any embedding matrix (Kaplan et
+    al.'s N: a tied LM head goes with the token embedding)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    embedding = {name: p.numel() for name, p in model.named_parameters() if name.endswith(("wte.weight", "wpe.weight"))}
+    total = model.num_params()
+    return {
+        "total": total,
+        "without position embeddings": model.num_params(non_embedding=True),
+        "non-embedding": total - sum(embedding.values()),
+    }
+
+
+def report(config: GPTConfig) -> dict[str, dict[str, int]]:
+    """count() with the weights tied and untied (the same model otherwise), and the memory
+    each needs, in bytes."""
+    variants = {"tied": dataclasses.replace(config, tie_weights=True), "untied": dataclasses.replace(config, tie_weights=False)}
+    if config.arch != "gpt":  # the teaching models have one design, nothing to tie
+        variants = {"": config}
+    out = {}
+    for name, variant in variants.items():
+        counts = count(variant)
+        n = counts["total"]
+        memory = {"weights fp32": 4 * n, "weights bf16": 2 * n}
+        memory |= {f"training {precision}": b * n for precision, b in TRAIN_BYTES.items()}
+        out[name] = counts | memory
+    return out
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def describe(config: GPTConfig) -> str:
+    c = config
+    text = f"arch {c.arch}: vocab {c.vocab_size}, context {c.block_size}"
+    if c.arch != "bigram":
+        text += f", {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads of {c.head_size}"
+    if c.arch == "gpt":
+        text += f"; {c.pos} positions, {c.mlp} MLP, {c.norm}, bias {c.bias}, qkv bias {c.attn_bias}"
+    return text
+
+
+def format_report(config: GPTConfig, name: Optional[str] = None) -> str:
+    table = report(config)
+    columns = list(table)
+    lines = [f"{name or 'GPTConfig defaults'}: {describe(config)}", ""]
+    width = 46
+    if columns != [""]:
+        lines.append(" " * width + "".join(f"{c:>16}" for c in columns))
+    for key in table[columns[0]]:
+        if key == "weights fp32":
+            lines.append("memory (activations not included; they grow with batch x context)")
+        values = [table[c][key] for c in columns]
+        cells = [f"{v:,}" if key in ("total", "without position embeddings", "non-embedding") else human_bytes(v) for v in values]
+        lines.append(f"  {key:<{width - 2}}" + "".join(f"{v:>16}" for v in cells))
+    lines.append("")
+    lines.append("training = weights + gradients + AdamW's m and v: 16 bytes a parameter in fp32 and bf16-mixed")
+    lines.append("(Lightning keeps fp32 master weights), 8 in bf16-true.")
+    return "\n".join(lines)
+
+
+def parser() -> ArgumentParser:
+    """--preset and one option per GPTConfig field; fields left out come from the preset."""
+    p = ArgumentParser(prog="python -m gpt.report", description=__doc__)
+    p.add_argument("--preset", type=Optional[str], default=None, help=f"one of {', '.join(PRESETS)}")
+    hints = typing.get_type_hints(GPTConfig)
+    for field in FIELDS:
+        p.add_argument(f"--{field}", type=Optional[hints[field]], default=None, help="(default: the preset's)")
+    return p
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    cfg = parser().parse_args(args)
+    name = cfg.pop("preset")
+    try:
+        config = preset(name, **cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    print(format_report(config, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gpt.config import GPTConfig, preset
+from gpt.model import GPT
+from gpt.report import count, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpt.report", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_report_command_gives_the_published_gpt2_counts():
+    tied = run_report("--preset", "gpt2")
+    assert tied.returncode == 0, tied.stderr
+    assert "124,439,808" in tied.stdout  # GPT-2 small, tied, with qkv bias
+    untied = run_report("--preset", "gpt2", "--qkv_bias", "false")
+    total_line = next(line for line in untied.stdout.splitlines() if line.strip().startswith("total"))
+    assert total_line.split()[-1] == "163,009,536"  # untied and without qkv bias
+
+
+def test_report_command_refuses_an_unknown_preset():
+    result = run_report("--preset", "gpt5")
+    assert result.returncode != 0
+    assert "unknown preset 'gpt5'; known presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby" in result.stderr
+
+
+def test_counts_of_every_gpt2_size():
+    # Kaplan's N for GPT-2 small is the familiar 85M; the others follow from the shapes.
+    assert count(preset("gpt2"))["non-embedding"] == 85_056_000
+    totals = {name: count(preset(name))["total"] for name in ("gpt2-medium", "gpt2-large", "gpt2-xl")}
+    assert totals == {"gpt2-medium": 354_823_168, "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
+
+
+def test_training_memory_is_what_adamw_really_holds():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, tie_weights=False)
+    model = GPT(config)
+    optimizer = torch.optim.AdamW(model.parameters())
+    idx = torch.randint(0, 50, (2, 16))
+    F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    optimizer.step()
+    held = sum(p.numel() * p.element_size() + p.grad.numel() * p.grad.element_size() for p in model.parameters())
+    held += sum(t.numel() * t.element_size() for s in optimizer.state.values() for k, t in s.items() if k != "step")
+    assert report(config)["untied"]["training 32-true / bf16-mixed"] == held
+    assert report(config)["untied"]["weights fp32"] == sum(p.numel() * 4 for p in model.parameters())
