@@ -56,6 +56,9 @@ class GPTCLI(LightningCLI):
             # A checkpoint brings its own tokenizer: ids mean what they meant in training,
             # and predicting does not need the training corpus.
             config.data.tokenizer_from = ckpt_path
+        if ckpt_path:
+            # The checkpoint's weights replace any pretrained ones, which need not exist any more.
+            config.model.init_from = None
         if self.subcommand == "predict":
             # Predicting logs nothing: leave no empty run folder behind. The samples stream
             # to stdout, so no progress bar there either.

@@ -28,7 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import preset  # noqa: E402
+from gpt.config import config_from_hparams  # noqa: E402
 from gpt.model import build_model  # noqa: E402
 
 GROUPS = {
@@ -36,15 +36,13 @@ GROUPS = {
     "teaching": [f"configs/teaching/{name}.yaml" for name in
                  ("bigram", "head", "multi_head", "blocks", "gpt", "gpt_modern")],
 }  # fmt: skip
-MODEL_FIELDS = ("arch", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "pos", "mlp", "norm",
-                "bias", "qkv_bias", "tie_weights", "rope_base")  # fmt: skip
 
 
 def num_params(checkpoint: Path) -> int:
     """The trained model's parameters, rebuilt from the checkpoint's hyperparameters."""
     hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
     with torch.device("meta"):
-        return build_model(preset(hparams.get("preset"), **{k: hparams.get(k) for k in MODEL_FIELDS})).num_params()
+        return build_model(config_from_hparams(hparams)).num_params()
 
 
 def main() -> None:

@@ -111,3 +111,8 @@ def preset(name: Optional[str] = None, **overrides) -> GPTConfig:
         raise ValueError(f"unknown GPTConfig fields: {', '.join(sorted(unknown))}; known: {', '.join(FIELDS)}")
     base = PRESETS[name] if name is not None else GPTConfig()
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_from_hparams(hparams: dict) -> GPTConfig:
+    """The GPTConfig of a LitGPT checkpoint's hyper_parameters (preset plus overrides)."""
+    return preset(hparams.get("preset"), **{k: hparams[k] for k in FIELDS if k in hparams})

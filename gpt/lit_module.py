@@ -23,7 +23,8 @@ from gpt.config import Arch, Mlp, Norm, Pos
 from gpt.config import preset as gpt_preset
 from gpt.datamodule import IGNORE_INDEX
 from gpt.generation import check_sampling_args, generate
-from gpt.model import build_model
+from gpt.hf import load_hf
+from gpt.model import GPT, build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
 # Settings that only steer sampling: kept out of the checkpoint's hyperparameters so that
@@ -133,7 +134,10 @@ class LitGPT(L.LightningModule):
             tie_weights=tie_weights, rope_base=rope_base,
         )  # fmt: skip
         self.model = build_model(self.config)
+        if init_from and not isinstance(self.model, GPT):
+            raise ValueError(f"init_from loads GPT-2 weights, which need arch 'gpt', not {self.config.arch!r}")
         self.init_from = init_from
+        self.restored_from_checkpoint = False  # LitGPT.load_from_checkpoint: never overwrite with init_from
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
         self.sample_seed = sample_seed
         self.tokenizer: Optional[Tokenizer] = None  # from the data module, or from the checkpoint
@@ -205,6 +209,11 @@ class LitGPT(L.LightningModule):
     # ---- tokenizer and checkpoints
 
     def setup(self, stage: str) -> None:
+        if self.init_from and not self.restored_from_checkpoint:
+            # Pretrained weights to start from. (`main.py ... --ckpt_path` drops init_from: the
+            # checkpoint restored after setup brings its own weights.)
+            load_hf(self.model, self.init_from)
+            rank_zero_info(f"loaded Hugging Face GPT-2 weights from {self.init_from}")
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and datamodule is not None:
             self.tokenizer = getattr(datamodule, "tokenizer", None)
@@ -219,6 +228,7 @@ class LitGPT(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored_from_checkpoint = True
         if "tokenizer" not in checkpoint:
             return
         tokenizer = tokenizer_from_state(checkpoint["tokenizer"])

@@ -11,7 +11,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_main
-from gpt.lit_module import cosine_lr
+from gpt.lit_module import LitGPT, cosine_lr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = [
     "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "32", "--model.block_size", "32",
@@ -128,10 +130,19 @@ def test_print_config(tmp_path):
     result = run_main("fit", "--config", str(Path(__file__).parents[1] / "configs" / "shakespeare_char.yaml"),
                       "--print_config", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "n_layer: 6" in result.stdout and "block_size: 256" in result.stdout
+    assert "preset: baby" in result.stdout and "n_layer: null" in result.stdout  # the preset's, at instantiation
     config = yaml.safe_load(result.stdout)
     assert "vocab_size" not in config["model"]  # linked from the data's tokenizer, never typed
     assert config["data"]["tokenizer"]["kind"] == "char"
+
+
+def test_block_size_reaches_the_data_from_the_model_or_its_preset():
+    from main import model_block_size
+
+    assert model_block_size("baby", None) == 256
+    assert model_block_size("baby", 64) == 64
+    assert model_block_size(None, None) == 1024  # GPTConfig's default, GPT-2's context
+    assert model_block_size("gpt5", None) == 1024  # refused with the known presets when the model is built
 
 
 def assert_clean_error(result, message: str) -> None:
@@ -274,3 +285,26 @@ def test_error_bad_tokenizer_settings(tmp_path):
     assert_clean_error(result, "error: unknown tiktoken encoding 'gpt5'; known encodings: gpt2, r50k_base")
     result = run_main("fit", "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "200", cwd=tmp_path)
     assert_clean_error(result, "error: BPE vocab_size 200 is too small")
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")))
+def test_every_config_builds_its_model(config):
+    """Each config's model section makes a model (vocab_size comes from the data at run time)."""
+    model_args = yaml.safe_load((ROOT / config).read_text())["model"]
+    module = LitGPT(**model_args, vocab_size=65)
+    if "arch" in model_args:
+        assert module.config.arch == model_args["arch"]
+    assert module.model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 65)
+
+
+def test_teaching_arch_trains_and_predicts_from_its_checkpoint(small_corpus, tmp_path):
+    args = fit_args(small_corpus, tmp_path / "data", steps=4)
+    result = run_main(*args, "--model.arch", "multi_head", "--trainer.val_check_interval", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = (tmp_path / "lightning_logs").rglob("*.ckpt")
+    assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["arch"] == "multi_head"
+    # The checkpoint's hyperparameters rebuild the same model: no config needed.
+    out = predict(checkpoint, tmp_path / "data", "--data.prompt", "First", "--model.max_new_tokens", "20")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sample,) = samples(out.stdout)
+    assert sample.startswith("First") and len(sample) == 5 + 20
