@@ -308,3 +308,33 @@ def test_teaching_arch_trains_and_predicts_from_its_checkpoint(small_corpus, tmp
     assert out.returncode == 0, out.stderr[-3000:]
     (sample,) = samples(out.stdout)
     assert sample.startswith("First") and len(sample) == 5 + 20
+
+
+def test_preset_from_the_command_line_sets_the_model_and_the_windows(small_corpus, tmp_path):
+    args = fit_args(small_corpus, tmp_path / "data", steps=2)
+    i = args.index("--model.block_size")
+    del args[i : i + 2]  # the preset's 256 instead
+    result = run_main(*args, "--model.preset", "baby", "--trainer.val_check_interval", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = (tmp_path / "lightning_logs").rglob("*.ckpt")
+    ckpt = torch.load(checkpoint, weights_only=True)
+    assert ckpt["hyper_parameters"]["preset"] == "baby"
+    state = ckpt["state_dict"]
+    assert state["model.transformer.wpe.weight"].shape == (256, 32)  # baby's context, the command line's width
+    assert "model.transformer.h.0.attn.c_attn.bias" not in state  # baby has no biases
+    assert len({k.split(".")[3] for k in state if k.startswith("model.transformer.h.")}) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.preset", "gpt5"], "error: unknown preset 'gpt5'; known presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby"),
+        (["--model.n_embd", "30", "--model.n_head", "4"], "error: n_embd (30) must be divisible by n_head (4)"),
+        (["--model.n_embd", "36", "--model.n_head", "4", "--model.pos", "rope"],
+         "error: RoPE rotates pairs of dimensions, so the head size must be even; n_embd 36 / n_head 4 = 9"),
+        (["--model.arch", "bigram", "--model.mlp", "swiglu"], "error: mlp=swiglu: options of arch 'gpt'"),
+    ],
+)  # fmt: skip
+def test_error_bad_model_settings(extra, message, small_corpus, tmp_path):
+    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=2), *extra, cwd=tmp_path)
+    assert_clean_error(result, message)
