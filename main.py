@@ -30,7 +30,7 @@ def model_block_size(preset: str | None, block_size: int | None) -> int:
     the known ones listed, when the model is built)."""
     if block_size is not None:
         return block_size
-    return PRESETS.get(preset, GPTConfig()).block_size if preset else GPTConfig().block_size
+    return PRESETS.get(preset, GPTConfig()).block_size
 
 
 class GPTCLI(LightningCLI):

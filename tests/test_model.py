@@ -322,3 +322,15 @@ def test_preset_overrides_and_unknown_fields():
     assert preset(None) == GPTConfig()
     with pytest.raises(ValueError, match="unknown GPTConfig fields: n_layers"):
         preset("gpt2", n_layers=3)
+
+
+def test_flops_per_token():
+    c = tiny_config(arch="head", qkv_bias=False)
+    V, C, T = c.vocab_size, c.n_embd, c.block_size
+    assert build_model(c).flops_per_token() == 6 * (3 * C * C + C * V) + 12 * C * T  # q, k, v, LM head; attention
+    assert build_model(tiny_config(arch="bigram")).flops_per_token() == 0  # a lookup, no matmul
+    with torch.device("meta"):
+        gpt2 = GPT(preset("gpt2"))
+    # nanoGPT's estimate, 6 N + 12 L C T, counts biases and norms in N too: 0.1% apart.
+    nanogpt = 6 * gpt2.num_params(non_embedding=True) + 12 * 12 * 768 * 1024
+    assert gpt2.flops_per_token() == pytest.approx(nanogpt, rel=2e-3)
