@@ -1,6 +1,6 @@
 """Tokenizers on Tiny Shakespeare: BPE training time, characters per token, encoding speed.
 
-    python benchmarks/tokenizers.py [--corpus PATH] [--repeats 5]
+    python benchmarks/tokenizer_speed.py [--corpus PATH] [--repeats 5]
 
 Our BPE trains on the training split (the first 90% of the text) at vocab sizes 512,
 1024 and 4096 (GPT-4 pre-split). Characters per token are measured on the validation
