@@ -45,6 +45,32 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     return x * cos + rotated * sin
 
 
+# ---- the KV cache: generate one token at a time without recomputing the past
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for every layer, in buffers of
+    block_size positions allocated once: prefill writes the prompt's, then each step
+    writes one more. `pos` counts the positions filled."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.capacity = config.block_size
+        self.pos = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, n_head, T, head_size) after the filled positions; return all of
+        this layer's keys and values so far. The model moves `pos` on after its last layer."""
+        end = self.pos + k.size(2)
+        if end > self.capacity:
+            raise ValueError(f"the KV cache holds {self.capacity} positions; {end} needed: re-prefill a shorter window")
+        self.keys[layer][:, :, self.pos : end] = k
+        self.values[layer][:, :, self.pos : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
 # ---- attention, built up as the literature does
 
 
@@ -103,7 +129,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Optional[Rope] = None, cache: Optional[KVCache] = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
@@ -112,8 +140,18 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if cache is None or cache.pos == 0:
+            mask, is_causal = None, True  # training, or prefill: position t sees 0..t
+        else:
+            # New queries at positions pos..pos+T-1 see every cached position and the new
+            # ones up to their own. One new token (T = 1) sees everything: no mask at all.
+            past = cache.pos
+            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            is_causal = False
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         return self.resid_dropout(self.c_proj(y))
@@ -172,7 +210,10 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 
-    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)  # tokens talk to each other
+    def forward(
+        self, x: torch.Tensor, rope: Optional[Rope] = None, cache: Optional[KVCache] = None, layer: int = 0
+    ) -> torch.Tensor:
+        attn_args = (rope,) if cache is None else (rope, cache, layer)  # the explicit heads keep no cache
+        x = x + self.attn(self.ln_1(x), *attn_args)  # tokens talk to each other
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x

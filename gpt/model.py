@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.layers import Block, Head, MultiHeadAttention, make_norm, rope_cache
+from gpt.layers import Block, Head, KVCache, MultiHeadAttention, make_norm, rope_cache
 
 
 class LanguageModel(nn.Module):
     """What every model shares: its config, the context check, parameter and FLOP counts."""
 
     attention_layers = 0  # layers that attend over the context, for the FLOP count
+    supports_kv_cache = False  # forward(idx, cache) continues a sequence from a KVCache
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -154,19 +156,28 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (B, T) token ids -> logits (B, T, vocab_size)."""
+    supports_kv_cache = True
+
+    def forward(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """idx: (B, T) token ids -> logits (B, T, vocab_size).
+
+        With a cache, idx continues the sequence the cache holds: its tokens take positions
+        cache.pos, cache.pos + 1, ... and attend to the cached keys and values.
+        """
         T = idx.size(1)
-        self.check_length(T)
+        start = cache.pos if cache is not None else 0
+        self.check_length(start + T)
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos == "learned":
-            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x, rope)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, cache, i)
+        if cache is not None:
+            cache.pos += T
         return self.lm_head(self.transformer.ln_f(x))
 
 

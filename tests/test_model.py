@@ -134,6 +134,8 @@ def test_greedy_and_top_k():
         (dict(temperature=-1.0), "temperature must be >= 0"),
         (dict(top_k=0), "top_k must be >= 1"),
         (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\] \(or None for no limit\), got 0.0"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\] \(or None for no limit\), got 1.5"),
     ],
 )
 def test_bad_sampling_settings(kwargs, message):

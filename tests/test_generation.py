@@ -1,0 +1,154 @@
+"""The sampling loop: the KV cache gives the same ids as recomputing, past the window too,
+and the sampling controls do what they say."""
+
+import pytest
+import torch
+
+from gpt.config import GPTConfig
+from gpt.generation import generate, generate_tokens, sample_next
+from gpt.layers import KVCache
+from gpt.model import GPT, build_model
+
+BLOCK = 16
+
+
+def tiny(pos: str = "learned", **kwargs) -> GPT:
+    """A GPT with large random weights: an untrained one at GPT-2's init repeats one id,
+    and any two decoders would agree on that."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, pos=pos, **kwargs)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.0)
+    return model
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("prompt_len", [1, 4, 9, 15])
+def test_cached_greedy_equals_recomputing(pos, prompt_len):
+    model = tiny(pos)
+    prompt = torch.randint(0, 50, (3, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    n = BLOCK - prompt_len  # up to the end of the window
+    cached = generate(model, prompt, n, temperature=0, use_cache=True)
+    recomputed = generate(model, prompt, n, temperature=0, use_cache=False)
+    assert cached.shape == (3, BLOCK)
+    assert torch.equal(cached, recomputed)
+    if n > 5:
+        assert len(set(cached[:, prompt_len:].flatten().tolist())) > 5  # not one id repeated
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_cached_sampling_with_a_seed_equals_recomputing(pos):
+    model = tiny(pos)
+    prompt = torch.randint(0, 50, (4, 3), generator=torch.Generator().manual_seed(0))
+    runs = [
+        generate(model, prompt, 13, temperature=1.0, top_k=20, top_p=0.9,
+                 generator=torch.Generator().manual_seed(7), use_cache=use_cache)
+        for use_cache in (True, False)
+    ]  # fmt: skip
+    assert torch.equal(runs[0], runs[1])
+    other_seed = generate(model, prompt, 13, temperature=1.0, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(runs[0], other_seed)
+
+
+def test_prefill_in_chunks_equals_one_forward():
+    """Tokens appended to a cache several at a time see the cached ones and each other
+    causally: the logits are the full forward's."""
+    model = tiny()
+    idx = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(3))
+    cache = KVCache(model.config, batch_size=2)
+    with torch.no_grad():
+        full = model(idx)
+        chunks = [model(idx[:, a:b], cache) for a, b in ((0, 5), (5, 9), (9, 10), (10, 12))]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-5, atol=1e-4)  # logits up to ~30
+    assert cache.pos == 12
+
+
+def shifted_reference(model: GPT, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    """Greedy decoding by recomputing, over the windows the cache documents: the context
+    grows to block_size, then restarts from the last block_size // 2 tokens."""
+    seq, start = prompt[:, -BLOCK:], 0
+    with torch.no_grad():
+        for _ in range(n):
+            if seq.size(1) - start > BLOCK:
+                start = seq.size(1) - BLOCK // 2
+            next_id = model(seq[:, start:])[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat((seq, next_id), dim=1)
+    return seq
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_generation_runs_to_three_windows(pos):
+    model = tiny(pos)
+    prompt = torch.randint(0, 50, (2, 3), generator=torch.Generator().manual_seed(1))
+    n = 3 * BLOCK
+    cached = generate(model, prompt, n, temperature=0)
+    assert cached.shape == (2, 3 + n)
+    assert torch.equal(cached, shifted_reference(model, prompt, n))  # the documented windows, exactly
+    # Without the cache the model sees exactly the last block_size tokens at every step.
+    recomputed = generate(model, prompt, n, temperature=0, use_cache=False)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(n):
+            seq = torch.cat((seq, model(seq[:, -BLOCK:])[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(recomputed, seq)
+    assert torch.equal(cached[:, : 3 + BLOCK - 3], recomputed[:, : 3 + BLOCK - 3])  # identical within the window
+
+
+def test_a_prompt_longer_than_the_window_keeps_its_end():
+    model = tiny()
+    prompt = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(2))
+    out = generate(model, prompt, 5, temperature=0)
+    assert torch.equal(out[:, :40], prompt)
+    assert torch.equal(out[:, 40:], shifted_reference(model, prompt, 5)[:, BLOCK:])
+
+
+def test_models_without_a_cache_recompute():
+    torch.manual_seed(0)
+    model = build_model(GPTConfig(vocab_size=50, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, arch="blocks"))
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    assert torch.equal(generate(model.eval(), prompt, 30, temperature=0), generate(model, prompt, 30, temperature=0, use_cache=False))
+
+
+def test_stopping_early_is_stopping_iterating():
+    model = tiny()
+    steps = generate_tokens(model, torch.zeros(2, 1, dtype=torch.long), 100, temperature=0)
+    first = [next(steps) for _ in range(3)]
+    assert [t.shape for t in first] == [(2, 1)] * 3
+    assert torch.is_grad_enabled()  # the suspended loop leaves nothing switched off
+
+
+def test_cache_overflow_says_what_to_do():
+    model = tiny()
+    cache = KVCache(model.config, batch_size=1)
+    cache.pos = BLOCK - 1
+    with pytest.raises(ValueError, match="the KV cache holds 16 positions; 18 needed"):
+        model.transformer.h[0].attn(torch.zeros(1, 3, 32), None, cache, 0)
+
+
+# ---- the sampling controls
+
+
+def draw(logits: torch.Tensor, n: int = 4000, **kwargs) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.cat([sample_next(logits, generator=generator, **kwargs) for _ in range(n)]).flatten()
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    counts = torch.bincount(draw(logits, top_p=0.8), minlength=4)
+    assert counts[2:].sum() == 0  # 0.5 + 0.3 reaches 0.8: the rest never drawn
+    assert counts[0] / counts[:2].sum() == pytest.approx(0.5 / 0.8, abs=0.03)  # renormalised
+    assert torch.bincount(draw(logits, top_p=0.81), minlength=4)[2] > 0  # one more token needed
+    assert set(draw(logits, n=200, top_p=0.01).tolist()) == {0}  # the most likely always stays
+    assert torch.bincount(draw(logits, top_p=1.0), minlength=4)[3] > 0
+
+
+def test_temperature_and_top_k():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    assert set(draw(logits, n=500, top_k=2).tolist()) == {0, 1}
+    assert set(draw(logits, n=50, temperature=0).tolist()) == {0}
+    cold, hot = draw(logits, temperature=0.5), draw(logits, temperature=2.0)
+    assert (cold == 0).float().mean() > (hot == 0).float().mean() + 0.2
