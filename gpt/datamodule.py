@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import tempfile
 import urllib.request
@@ -196,7 +197,7 @@ def unescape(text: str) -> str:
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-def _as_list(batch: list[str]) -> list[str]:
+def _as_list(batch: list) -> list:
     return batch
 
 
@@ -217,7 +218,8 @@ class GPTDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 1337,
-        prompt: str = "\n",
+        prompt: Optional[str] = None,
+        prompts_file: Optional[str] = None,
         num_samples: int = 1,
         tokenizer_from: Optional[str] = None,
     ):
@@ -238,7 +240,11 @@ class GPTDataModule(L.LightningDataModule):
                 on a small CPU machine: workers compete with the model for the same cores.
             seed: Seed of the training-set shuffle.
             prompt: Text that predict continues. Escape sequences such as \\n are allowed.
-            num_samples: Samples predict draws from the prompt.
+                Without a prompt or prompts_file, text starts after the tokenizer's
+                <|endoftext|>, or after a newline when it has none.
+            prompts_file: Prompts for predict, from a file: one a line (escapes allowed), or
+                in a .jsonl file one JSON value a line, a string or {"prompt": ...}.
+            num_samples: Samples predict draws from each prompt.
             tokenizer_from: A checkpoint whose tokenizer to use instead of building one from
                 the corpus. main.py sets it to --ckpt_path, so a checkpoint always brings
                 its own tokenizer.
@@ -256,6 +262,8 @@ class GPTDataModule(L.LightningDataModule):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if prompt == "":
             raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
+        if prompt is not None and prompts_file is not None:
+            raise ValueError("give data.prompt or data.prompts_file, not both")
         self.corpus = corpus
         self.tokenizer_config = tokenizer
         self.data_dir = Path(data_dir)
@@ -266,6 +274,7 @@ class GPTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.prompt = prompt
+        self.prompts_file = prompts_file
         self.num_samples = num_samples
         self.tokenizer_from = tokenizer_from
         self._tokenizer: Optional[Tokenizer] = None
@@ -477,9 +486,46 @@ class GPTDataModule(L.LightningDataModule):
         # held-out validation text.
         return self.val_dataloader()
 
+    def prompts(self) -> list[Optional[str]]:
+        """The prompts to continue, in order; None stands for "no prompt"."""
+        if self.prompts_file is not None:
+            return read_prompts(self.prompts_file)
+        return [unescape(self.prompt) if self.prompt is not None else None]
+
     def predict_dataloader(self) -> DataLoader:
-        prompt = unescape(self.prompt)
-        return DataLoader([prompt] * self.num_samples, batch_size=self.num_samples, collate_fn=_as_list)
+        # Every sample of every prompt, in order; LitGPT batches those of one length together.
+        items = [
+            {"index": i, "sample": j, "prompt": prompt}
+            for i, prompt in enumerate(self.prompts())
+            for j in range(self.num_samples)
+        ]
+        return DataLoader(items, batch_size=self.batch_size, collate_fn=_as_list)
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts from a text file, one a line (escape sequences allowed; blank lines skipped),
+    or from a .jsonl file, one JSON string or {"prompt": ...} object a line."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"prompts file {path!r} does not exist")
+    prompts = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if file.suffix != ".jsonl":
+            prompts.append(unescape(line))
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+        prompt = value.get("prompt") if isinstance(value, dict) else value
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f'{path}, line {number}: expected a non-empty string or {{"prompt": "..."}}, got {line!r}')
+        prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"prompts file {path!r} has no prompts")
+    return prompts
 
 
 def check_checkpoint(path: str) -> None:

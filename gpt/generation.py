@@ -17,12 +17,14 @@ Plain torch, no Lightning.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
 
 from gpt.layers import KVCache
+from gpt.tokenizers import Tokenizer
 
 
 def check_sampling_args(
@@ -120,3 +122,118 @@ def generate(
     """Append max_new_tokens sampled ids to idx (B, T) and return (B, T + max_new_tokens)."""
     steps = generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
     return torch.cat([idx, *steps], dim=1)
+
+
+# ---- text in, text out: prompts, stop strings, the end-of-text token, streaming
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Everything that steers sampling, checked when made: bad values fail before any work."""
+
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    stop: tuple[str, ...] = ()  # a sample ends before the first of these strings
+    stop_at_eot: bool = True  # a sample ends at the tokenizer's <|endoftext|>
+    kv_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.max_new_tokens, self.temperature, self.top_k, self.top_p)
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if any(s == "" for s in self.stop):
+            raise ValueError("a stop string is empty; an empty string would stop every sample at once")
+
+
+@dataclass
+class Completion:
+    prompt: Optional[str]  # None: the sample started from <|endoftext|> or a newline
+    text: str  # what the model wrote after the prompt
+    finish: str  # "stop" (a stop string), "eot" (<|endoftext|>) or "length" (max_new_tokens)
+
+
+def start_ids(tokenizer: Tokenizer, prompt: Optional[str]) -> tuple[list[int], str]:
+    """The ids a prompt encodes to, and the text shown for it. No prompt: start after
+    <|endoftext|> (shown as nothing), or after a newline when the tokenizer has no such
+    token (as nanoGPT's Shakespeare samples)."""
+    if prompt is not None:
+        if prompt == "":
+            raise ValueError("the prompt is empty; give at least one character")
+        return tokenizer.encode(prompt), prompt
+    if tokenizer.eot_id is not None:
+        return [tokenizer.eot_id], ""
+    try:
+        return tokenizer.encode("\n"), "\n"
+    except ValueError:  # a vocabulary without a newline: start from its first token
+        return [0], tokenizer.decode([0])
+
+
+class TextStream:
+    """One sample's text as its ids arrive: cut at the first stop string, and released
+    only where nothing can change any more (not a stop string's possible beginning, nor
+    the first bytes of a character that one more token completes)."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.text, self.released = "", 0
+        self.finish: Optional[str] = None
+
+    def push(self, token: int) -> None:
+        self.ids.append(token)
+        self.text = self.tokenizer.decode(self.ids)
+        found = [i for i in (self.text.find(s) for s in self.stop) if i >= 0]
+        if found:
+            self.text, self.finish = self.text[: min(found)], "stop"
+
+    def release(self) -> str:
+        """Text not released before that is final now (all of it once the sample is done)."""
+        end = len(self.text)
+        if self.finish is None:
+            end = len(self.text.rstrip("\ufffd"))  # a character cut in the middle of its bytes
+            held = max((n for s in self.stop for n in range(1, len(s)) if self.text[:end].endswith(s[:n])), default=0)
+            end -= held
+        new, self.released = self.text[self.released : end], max(self.released, end)
+        return new
+
+
+def complete(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: list[Optional[str]],
+    settings: SamplingSettings,
+    generator: Optional[torch.Generator] = None,
+    on_text: Optional[Callable[[int, str], None]] = None,
+) -> list[Completion]:
+    """Continue every prompt; all of them sample as one batch, so give prompts of one token
+    length (or one prompt). on_text(row, text) is called with each piece of a sample's text
+    as soon as it is final: stream it to a terminal."""
+    encoded = [start_ids(tokenizer, p)[0] for p in prompts]
+    if len({len(ids) for ids in encoded}) != 1:
+        raise ValueError("complete() samples one batch: give prompts of one token length")
+    device = next(model.parameters()).device
+    idx = torch.tensor(encoded, dtype=torch.long, device=device)
+    streams = [TextStream(tokenizer, settings.stop) for _ in prompts]
+    eot = tokenizer.eot_id if settings.stop_at_eot else None
+    steps = generate_tokens(model, idx, settings.max_new_tokens, settings.temperature, settings.top_k,
+                            settings.top_p, generator, settings.kv_cache)  # fmt: skip
+    for next_ids in steps:
+        for row, (stream, token) in enumerate(zip(streams, next_ids[:, 0].tolist())):
+            if stream.finish is not None:
+                continue  # this sample has ended; its row runs on with the batch, ignored
+            if token == eot:
+                stream.finish = "eot"
+            else:
+                stream.push(token)
+            if on_text is not None:
+                on_text(row, stream.release())
+        if all(stream.finish is not None for stream in streams):
+            break
+    out = []
+    for row, (prompt, stream) in enumerate(zip(prompts, streams)):
+        stream.finish = stream.finish or "length"
+        if on_text is not None:
+            on_text(row, stream.release())
+        out.append(Completion(prompt, stream.text, stream.finish))
+    return out

@@ -8,6 +8,7 @@ accumulation, clipping, checkpointing and logging belong to Lightning's Trainer.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any, Optional
 
 import lightning as L
@@ -22,14 +23,14 @@ from torchmetrics.text import Perplexity
 from gpt.config import Arch, Mlp, Norm, Pos
 from gpt.config import preset as gpt_preset
 from gpt.datamodule import IGNORE_INDEX
-from gpt.generation import check_sampling_args, generate
+from gpt.generation import Completion, SamplingSettings, complete, start_ids
 from gpt.hf import load_hf
 from gpt.model import GPT, build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
 # Settings that only steer sampling: kept out of the checkpoint's hyperparameters so that
 # `predict --ckpt_path` takes them from the command line, not from training time.
-SAMPLING_ARGS = ("max_new_tokens", "temperature", "top_k", "sample_seed")
+SAMPLING_ARGS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop", "stop_at_eot", "sample_seed", "stream", "kv_cache")
 
 
 def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -85,7 +86,12 @@ class LitGPT(L.LightningModule):
         max_new_tokens: int = 500,
         temperature: float = 0.8,
         top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        stop: Optional[list[str]] = None,
+        stop_at_eot: bool = True,
         sample_seed: int = 1337,
+        stream: bool = True,
+        kv_cache: bool = True,
     ):
         """
         The model settings (preset to rope_base) are GPTConfig's (gpt/config.py); any left
@@ -121,10 +127,19 @@ class LitGPT(L.LightningModule):
             max_new_tokens: predict: tokens to generate.
             temperature: predict: sampling temperature; 0 picks the most likely token.
             top_k: predict: sample from the k most likely tokens only (None: all).
-            sample_seed: predict: seed of the sampler; the same seed gives the same text.
+            top_p: predict: sample from the fewest most likely tokens whose probabilities
+                add up to top_p (nucleus sampling; None: all).
+            stop: predict: strings that end a sample (the sample stops before them).
+            stop_at_eot: predict: end a sample at the tokenizer's <|endoftext|> token.
+            sample_seed: predict: seed of the sampler; the same seed and settings give the
+                same text.
+            stream: predict: print each sample as it is written, one at a time; off, samples
+                of prompts with one token length are drawn as one batch and printed after.
+            kv_cache: predict: keep past keys and values instead of recomputing the context
+                at every token (GPT only; the teaching models always recompute).
         """
         super().__init__()
-        check_sampling_args(max_new_tokens, temperature, top_k)
+        self.sampling = SamplingSettings(max_new_tokens, temperature, top_k, top_p, tuple(stop or ()), stop_at_eot, kv_cache)
         if not 0 <= min_lr <= learning_rate:
             raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
         self.save_hyperparameters(ignore=list(SAMPLING_ARGS))
@@ -138,8 +153,7 @@ class LitGPT(L.LightningModule):
             raise ValueError(f"init_from loads GPT-2 weights, which need arch 'gpt', not {self.config.arch!r}")
         self.init_from = init_from
         self.restored_from_checkpoint = False  # LitGPT.load_from_checkpoint: never overwrite with init_from
-        self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
-        self.sample_seed = sample_seed
+        self.sample_seed, self.stream = sample_seed, stream
         self.tokenizer: Optional[Tokenizer] = None  # from the data module, or from the checkpoint
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
@@ -245,47 +259,55 @@ class LitGPT(L.LightningModule):
 
     # ---- sampling
 
-    def generate_text(
+    def complete(
         self,
-        prompts: list[str],
-        max_new_tokens: int,
-        temperature: float,
-        top_k: Optional[int],
+        prompts: list[Optional[str]],
+        settings: Optional[SamplingSettings] = None,
         generator: Optional[torch.Generator] = None,
-    ) -> list[str]:
-        """Continue each prompt; returns prompt + continuation, decoded."""
+        stream: bool = False,
+    ) -> list[Completion]:
+        """Continue each prompt (None: no prompt), results in input order. Prompts of one
+        token length sample as one batch; with stream, one at a time, each printed to stdout
+        as it is written."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer: load it from a checkpoint or train it with a data module")
-        for prompt in prompts:
-            if prompt == "":
-                raise ValueError("the prompt is empty; give at least one character")
-        encoded = [self.tokenizer.encode(p) for p in prompts]
-        # Prompts of one length (num_samples copies of a prompt) sample as one batch.
-        groups = [encoded] if len({len(ids) for ids in encoded}) == 1 else [[ids] for ids in encoded]
-        out = []
-        for group in groups:
-            ids = torch.tensor(group, dtype=torch.long, device=self.device)
-            ids = generate(self.model, ids, max_new_tokens, temperature, top_k, generator)
-            out.extend(self.tokenizer.decode(row) for row in ids.tolist())
+        settings = settings or self.sampling
+        lengths = [len(start_ids(self.tokenizer, p)[0]) for p in prompts]  # checks every prompt first
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(i if stream else n, []).append(i)
+        out: list[Optional[Completion]] = [None] * len(prompts)
+        for rows in groups.values():
+            if stream:
+                (i,) = rows
+                print(start_ids(self.tokenizer, prompts[i])[1], end="", flush=True)
+                on_text = lambda row, text: print(text, end="", flush=True)  # noqa: E731
+            results = complete(self.model, self.tokenizer, [prompts[i] for i in rows], settings, generator,
+                               on_text if stream else None)  # fmt: skip
+            for i, result in zip(rows, results):
+                out[i] = result
+                if stream:
+                    print("\n" + "-" * 40, flush=True)
         return out
 
-    def start_prompt(self) -> str:
-        """A newline, where the vocabulary has one: text starts after a line break."""
-        try:
-            self.tokenizer.encode("\n")
-            return "\n"
-        except ValueError:
-            return self.tokenizer.decode([0])
+    def on_predict_start(self) -> None:
+        # One generator for the whole run: every sample draws fresh numbers, and the same
+        # seed with the same settings gives the same text.
+        self._predict_generator = torch.Generator(device=self.device).manual_seed(self.sample_seed)
 
-    def _generator(self) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(self.sample_seed)
-
-    def predict_step(self, batch: list[str], batch_idx: int) -> list[str]:
-        texts = self.generate_text(batch, self.max_new_tokens, self.temperature, self.top_k, self._generator())
-        for text in texts:
-            print(text, flush=True)
-            print("-" * 40, flush=True)
-        return texts
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
+        """batch: {"index", "sample", "prompt"} items from GPTDataModule.predict_dataloader.
+        Prints each sample (as it is written, with stream) and returns one record each, for
+        a prediction writer."""
+        results = self.complete([item["prompt"] for item in batch], self.sampling, self._predict_generator, self.stream)
+        settings = asdict(self.sampling) | {"seed": self.sample_seed}
+        records = []
+        for item, result in zip(batch, results):
+            if not self.stream:
+                print(start_ids(self.tokenizer, result.prompt)[1] + result.text, flush=True)
+                print("-" * 40, flush=True)
+            records.append(item | {"completion": result.text, "finish": result.finish, "settings": settings})
+        return records
 
     def on_validation_epoch_end(self) -> None:
         # A short sample in TensorBoard at every validation: watch the text take shape.
@@ -293,9 +315,9 @@ class LitGPT(L.LightningModule):
             return
         if not self.trainer.is_global_zero or not isinstance(self.logger, TensorBoardLogger):
             return
-        (text,) = self.generate_text(
-            [self.start_prompt()],
-            self.hparams.val_sample_tokens, temperature=0.8, top_k=None, generator=self._generator(),
-        )  # fmt: skip
+        settings = SamplingSettings(max_new_tokens=self.hparams.val_sample_tokens, temperature=0.8, stop_at_eot=False)
+        generator = torch.Generator(device=self.device).manual_seed(self.sample_seed)
+        (result,) = self.complete([None], settings, generator)
+        text = start_ids(self.tokenizer, None)[1] + result.text
         # Indent four spaces: TensorBoard renders text as Markdown, and this keeps it verbatim.
         self.logger.experiment.add_text("val/sample", "    " + text.replace("\n", "\n    "), self.global_step)

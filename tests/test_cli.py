@@ -2,7 +2,10 @@
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from conftest import run_main
 from gpt.lit_module import LitGPT, cosine_lr
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
 
 TINY_MODEL = [
     "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "32", "--model.block_size", "32",
@@ -338,3 +342,82 @@ def test_preset_from_the_command_line_sets_the_model_and_the_windows(small_corpu
 def test_error_bad_model_settings(extra, message, small_corpus, tmp_path):
     result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=2), *extra, cwd=tmp_path)
     assert_clean_error(result, message)
+
+
+# ---- predict: prompts, controls, streaming, the JSON-lines writer
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_prompts_from_a_file_with_samples_in_order_and_saved_as_json_lines(trained, tmp_path):
+    _, checkpoint, _ = trained
+    (tmp_path / "prompts.jsonl").write_text('"First"\n{"prompt": "All:\\nSp"}\n\n"Be"\n', encoding="utf-8")
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "out/samples.jsonl"]
+    result = predict(checkpoint, tmp_path, "--data.prompts_file", "prompts.jsonl", "--data.num_samples", "2",
+                     "--model.max_new_tokens", "25", "--model.stop_at_eot", "false", *writer)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "out" / "samples.jsonl")
+    assert [(r["index"], r["sample"], r["prompt"]) for r in records] == [
+        (0, 0, "First"), (0, 1, "First"), (1, 0, "All:\nSp"), (1, 1, "All:\nSp"), (2, 0, "Be"), (2, 1, "Be"),
+    ]  # fmt: skip
+    assert all(len(r["completion"]) == 25 and r["finish"] == "length" for r in records)
+    assert records[0]["completion"] != records[1]["completion"]  # two samples, not one twice
+    assert records[0]["settings"] == {"max_new_tokens": 25, "temperature": 0.8, "top_k": None, "top_p": None,
+                                      "stop": [], "stop_at_eot": False, "kv_cache": True, "seed": 1337}  # fmt: skip
+    assert samples(result.stdout) == [r["prompt"] + r["completion"] for r in records]  # what was printed
+
+
+def test_batched_and_streamed_greedy_predict_agree(trained, tmp_path):
+    _, checkpoint, _ = trained
+    (tmp_path / "prompts.txt").write_text("First\nAll:\\nSpeak\nFirst C\nAll\n", encoding="utf-8")
+    args = ["--data.prompts_file", "prompts.txt", "--model.max_new_tokens", "30", "--model.temperature", "0"]
+    streamed = predict(checkpoint, tmp_path, *args)
+    batched = predict(checkpoint, tmp_path, *args, "--model.stream", "false", "--data.batch_size", "4")
+    uncached = predict(checkpoint, tmp_path, *args, "--model.kv_cache", "false")
+    assert streamed.returncode == batched.returncode == uncached.returncode == 0, batched.stderr[-3000:]
+    texts = samples(streamed.stdout)
+    assert [t[: len(p)] for t, p in zip(texts, ["First", "All:\nSpeak", "First C", "All"])] == ["First", "All:\nSpeak", "First C", "All"]
+    assert samples(batched.stdout) == texts == samples(uncached.stdout)
+
+
+def test_stop_strings_and_no_prompt(trained, tmp_path):
+    _, checkpoint, _ = trained
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
+    result = run_main("predict", "--ckpt_path", str(checkpoint), "--model.max_new_tokens", "200", "--model.stop",
+                      '[":", "zz"]', "--data.num_samples", "3", *writer, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "s.jsonl")
+    assert all(r["prompt"] is None and ":" not in r["completion"] for r in records)
+    assert [r["finish"] for r in records] == ["stop"] * 3  # every speaker's name ends in ":"
+    assert all(s.startswith("\n") for s in samples(result.stdout))  # no prompt: text starts after a newline
+
+
+def test_predict_streams_while_it_writes(trained, tmp_path):
+    _, checkpoint, _ = trained
+    command = [sys.executable, str(ROOT / "main.py"), "predict", "--ckpt_path", str(checkpoint), "--data.prompt",
+               "First", "--model.max_new_tokens", "20000", "--model.temperature", "1.0"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        first = process.stdout.read(200)  # arrives long before the 20,000th token
+        assert first.startswith(b"First") and len(first) == 200
+        assert process.poll() is None  # still writing
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.top_p", "1.5"], "error: top_p must be in (0, 1] (or None for no limit), got 1.5"),
+        (["--model.temperature", "-1"], "error: temperature must be >= 0 (0 means greedy), got -1.0"),
+        (["--model.top_k", "0"], "error: top_k must be >= 1 (or None for no limit), got 0"),
+        (["--model.max_new_tokens", "-5"], "error: max_new_tokens must be >= 0, got -5"),
+        (["--data.prompts_file", "nope.txt"], "error: prompts file 'nope.txt' does not exist"),
+    ],
+)
+def test_error_bad_predict_settings(trained, tmp_path, extra, message):
+    _, checkpoint, _ = trained
+    assert_clean_error(predict(checkpoint, tmp_path, *extra), message)

@@ -1,11 +1,15 @@
 """The sampling loop: the KV cache gives the same ids as recomputing, past the window too,
 and the sampling controls do what they say."""
 
+import re
+
 import pytest
 import torch
+import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.generation import generate, generate_tokens, sample_next
+from gpt.generation import SamplingSettings, complete, generate, generate_tokens, sample_next, start_ids
+from gpt.tokenizers import ENDOFTEXT, SPLIT_PATTERNS, BPETokenizer, CharTokenizer
 from gpt.layers import KVCache
 from gpt.model import GPT, build_model
 
@@ -152,3 +156,83 @@ def test_temperature_and_top_k():
     assert set(draw(logits, n=50, temperature=0).tolist()) == {0}
     cold, hot = draw(logits, temperature=0.5), draw(logits, temperature=2.0)
     assert (cold == 0).float().mean() > (hot == 0).float().mean() + 0.2
+
+
+# ---- text: stop strings, the end-of-text token, streaming
+
+
+class Scripted(nn.Module):
+    """A stand-in model that writes `script` (ids) after any prompt of prompt_len tokens."""
+
+    def __init__(self, script: list[int], prompt_len: int, vocab_size: int):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=2)
+        self.script, self.prompt_len = script, prompt_len
+        self.device_anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        logits = torch.full((B, T, self.config.vocab_size), -1e9)
+        logits[:, -1, self.script[T - self.prompt_len]] = 0.0
+        return logits
+
+
+def run(tokenizer, script_text: str, prompt: str = "a", **settings):
+    script = tokenizer.encode(script_text, allowed_special="all") + [0] * 20
+    model = Scripted(script, len(tokenizer.encode(prompt)), tokenizer.vocab_size)
+    pieces = []
+    (result,) = complete(model, tokenizer, [prompt], SamplingSettings(temperature=0, **settings),
+                         on_text=lambda row, text: pieces.append(text))  # fmt: skip
+    return result, pieces
+
+
+def test_a_stop_string_ends_the_sample_before_it():
+    tok = CharTokenizer("ab\nc")
+    result, pieces = run(tok, "ab\nb\n\nccc", stop=("\n\n", "zz"), max_new_tokens=9)
+    assert (result.text, result.finish) == ("ab\nb", "stop")
+    assert "".join(pieces) == "ab\nb"  # the "\n" that began "\n\n" was held back, never printed
+    result, _ = run(tok, "ab\nb\n\nccc", max_new_tokens=9)
+    assert (result.text, result.finish) == ("ab\nb\n\nccc", "length")
+
+
+def test_the_end_of_text_token_ends_the_sample():
+    tok = CharTokenizer("abc", special_tokens=[ENDOFTEXT])
+    result, pieces = run(tok, "abc<|endoftext|>cba", max_new_tokens=8)
+    assert (result.text, result.finish) == ("abc", "eot")
+    result, _ = run(tok, "abc<|endoftext|>cba", max_new_tokens=7, stop_at_eot=False)
+    assert result.text == "abc<|endoftext|>cba"
+
+
+def test_streamed_pieces_are_final_even_inside_a_character():
+    tok = BPETokenizer([], SPLIT_PATTERNS["gpt4"])  # untrained: one id a byte
+    result, pieces = run(tok, "né ok", max_new_tokens=6)  # é is two bytes, two tokens
+    assert result.text == "né ok"
+    assert "".join(pieces) == "né ok" and not any("\ufffd" in p for p in pieces)
+    assert pieces[1:3] == ["", "é"]  # nothing released until the character is whole
+
+
+def test_no_new_tokens_is_an_empty_completion():
+    result, pieces = run(CharTokenizer("ab"), "ab", max_new_tokens=0)
+    assert (result.text, result.finish) == ("", "length")
+
+
+def test_no_prompt_starts_after_end_of_text_or_a_newline():
+    assert start_ids(CharTokenizer("ab\n", special_tokens=[ENDOFTEXT]), None) == ([3], "")
+    assert start_ids(CharTokenizer("ab\n"), None) == ([2], "\n")
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        start_ids(CharTokenizer("ab"), "")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-0.5), "temperature must be >= 0 (0 means greedy), got -0.5"),
+        (dict(top_k=0), "top_k must be >= 1 (or None for no limit), got 0"),
+        (dict(top_p=1.5), "top_p must be in (0, 1] (or None for no limit), got 1.5"),
+        (dict(max_new_tokens=-3), "max_new_tokens must be >= 0, got -3"),
+        (dict(stop=("",)), "a stop string is empty"),
+    ],
+)
+def test_bad_settings_name_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SamplingSettings(**kwargs)

@@ -92,15 +92,19 @@ def test_bad_settings_are_refused():
         LitGPT(learning_rate=1e-4, min_lr=1e-3)
 
 
-def test_generate_text_batches_samples():
+def test_complete_batches_by_length_and_keeps_the_order(capsys):
     torch.manual_seed(0)
-    module = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.0).eval()
+    module = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.0, max_new_tokens=20,
+                    temperature=1.0).eval()  # fmt: skip
     module.tokenizer = CharTokenizer("abcde")
-    texts = module.generate_text(["ab", "ab", "ab"], 20, 1.0, None, torch.Generator().manual_seed(1))
-    assert len(texts) == 3 and all(len(t) == 22 and t.startswith("ab") for t in texts)
-    assert len(set(texts)) > 1  # one batch, different samples
+    prompts = ["ab", "c", "ab", None, "ab"]
+    results = module.complete(prompts, generator=torch.Generator().manual_seed(1))
+    assert [r.prompt for r in results] == prompts
+    assert all(len(r.text) == 20 and r.finish == "length" for r in results)
+    assert len({r.text for r in results}) > 1  # one batch, different samples
+    assert capsys.readouterr().out == ""  # printing is predict's
     with pytest.raises(ValueError, match="character 'z' at position 1"):
-        module.generate_text(["az"], 5, 1.0, None)
+        module.complete(["ab", "az"])  # refused before any sampling
 
 
 def test_preset_with_overrides_builds_the_model():
