@@ -88,8 +88,7 @@ def generate_tokens(
         raise ValueError("generation needs at least one token to start from")
     cache = None
     if use_cache and getattr(model, "supports_kv_cache", False):
-        dtype = next(model.parameters()).dtype
-        cache = KVCache(model.config, idx.size(0), device=idx.device, dtype=dtype)
+        cache = KVCache(model.config, idx.size(0))
     seq = idx
     pending = idx[:, -block_size:]  # what the model has not seen yet: the prompt, to prefill
     for _ in range(max_new_tokens):

@@ -50,13 +50,14 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
 
 class KVCache:
     """Keys and values of the positions seen so far, for every layer, in buffers of
-    block_size positions allocated once: prefill writes the prompt's, then each step
-    writes one more. `pos` counts the positions filled."""
+    block_size positions: prefill writes the prompt's, then each step writes one more.
+    `pos` counts the positions filled. A layer's buffers are made at its first write, in
+    the dtype its keys come in (bf16 under autocast, say)."""
 
-    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
-        shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+    def __init__(self, config: GPTConfig, batch_size: int):
+        self.shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.keys: list[Optional[torch.Tensor]] = [None] * config.n_layer
+        self.values: list[Optional[torch.Tensor]] = [None] * config.n_layer
         self.capacity = config.block_size
         self.pos = 0
 
@@ -66,6 +67,9 @@ class KVCache:
         end = self.pos + k.size(2)
         if end > self.capacity:
             raise ValueError(f"the KV cache holds {self.capacity} positions; {end} needed: re-prefill a shorter window")
+        if self.keys[layer] is None:
+            self.keys[layer] = k.new_zeros(self.shape)
+            self.values[layer] = v.new_zeros(self.shape)
         self.keys[layer][:, :, self.pos : end] = k
         self.values[layer][:, :, self.pos : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]

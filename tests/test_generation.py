@@ -236,3 +236,16 @@ def test_no_prompt_starts_after_end_of_text_or_a_newline():
 def test_bad_settings_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SamplingSettings(**kwargs)
+
+
+def test_cache_under_bf16_autocast():
+    """Under autocast (bf16-mixed predict) keys come in bf16; the cache keeps them so, and
+    greedy decoding matches recomputing under the same autocast (here; bf16 rounding could
+    flip a near tie in general)."""
+    model = tiny()
+    prompt = torch.randint(0, 50, (2, 4), generator=torch.Generator().manual_seed(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = generate(model, prompt, 10, temperature=0)
+        recomputed = generate(model, prompt, 10, temperature=0, use_cache=False)
+    assert cached.shape == (2, 14)
+    assert torch.equal(cached, recomputed)
