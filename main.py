@@ -46,6 +46,8 @@ class GPTCLI(LightningCLI):
         # Typed once, in the model (or taken from its preset); the data cuts windows of the
         # same length.
         parser.link_arguments(("model.preset", "model.block_size"), "data.block_size", compute_fn=model_block_size)
+        # The data serves the objective: a masked model needs <|mask|> in the tokenizer.
+        parser.link_arguments("model.objective", "data.objective")
         # Follows from the data (the tokenizer), so it is computed, never typed.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 

@@ -1,4 +1,5 @@
-"""Lightning callbacks: tokens/s for token batches, and a JSON-lines writer for predict."""
+"""Lightning callbacks: tokens/s for token batches, a JSON-lines writer for predict, and a
+dropout schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, ThroughputMonitor
+import torch.nn as nn
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ThroughputMonitor
 
 
 def _sequences(batch: Any) -> int:
@@ -61,3 +63,36 @@ class JSONLinesWriter(BasePredictionWriter):
         with self._file(trainer).open("a", encoding="utf-8") as f:
             for record in prediction:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class DropoutSchedule(Callback):
+    """Dropout moved linearly from `start` to `end` over the first `steps` optimizer steps,
+    then held at `end`; logged as train/dropout. Some recipes start high against early
+    overfitting and lower it as the model needs its capacity, or the reverse.
+
+        trainer:
+          callbacks:
+            - class_path: gpt.callbacks.DropoutSchedule
+              init_args: {start: 0.2, end: 0.0, steps: 1000}
+    """
+
+    def __init__(self, start: float = 0.1, end: float = 0.0, steps: int = 1000):
+        for name, p in (("start", start), ("end", end)):
+            if not 0 <= p < 1:
+                raise ValueError(f"DropoutSchedule {name} must be in [0, 1), got {p}")
+        if steps < 1:
+            raise ValueError(f"DropoutSchedule steps must be >= 1, got {steps}")
+        self.start, self.end, self.steps = start, end, steps
+
+    def value(self, step: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / self.steps)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        p = self.value(trainer.global_step)
+        for module in pl_module.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(getattr(module, "dropout", None), float):  # attention's dropout inside SDPA
+                module.dropout = p
+        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
+            pl_module.log("train/dropout", p)

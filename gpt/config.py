@@ -21,7 +21,7 @@ ARCHS: tuple[str, ...] = Arch.__args__
 CHOICES: dict[str, tuple[str, ...]] = {"arch": ARCHS, "pos": Pos.__args__, "mlp": Mlp.__args__, "norm": Norm.__args__}
 
 # The options that only the GPT reads, at their GPT-2 values.
-GPT_DEFAULTS = {"pos": "learned", "mlp": "gelu", "norm": "layernorm"}
+GPT_DEFAULTS = {"pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class GPTConfig:
     qkv_bias: Optional[bool] = None  # bias on the query/key/value projection; None: same as bias
     tie_weights: bool = True  # the LM head reuses the token embedding (Press & Wolf, 2017)
     rope_base: float = 10000.0  # RoPE's theta: wavelengths from 2*pi to about base * 2*pi
+    causal: bool = True  # attend to earlier positions only (next-token prediction); False: both ways (masked LM)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

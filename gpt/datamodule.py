@@ -14,11 +14,12 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Iterator, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -27,8 +28,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gpt.masking import IGNORE_INDEX  # targets with this value are not scored
 from gpt.tokenizers import (
     ENDOFTEXT,
+    MASK,
+    PAD,
     SPLIT_PATTERNS,
     BPETokenizer,
     CharTokenizer,
@@ -37,8 +41,6 @@ from gpt.tokenizers import (
     TokenizerConfig,
     tokenizer_from_state,
 )
-
-IGNORE_INDEX = -100  # targets with this value are not scored (cross_entropy's default)
 
 # Tiny Shakespeare, as Karpathy's char-rnn repository serves it.
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -201,6 +203,28 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+class PadBatch:
+    """Collate examples of different lengths into (x, y, real): padded on the right with
+    <|pad|> to the longest, real marking the tokens that are not padding. Causal: x and y
+    are the example shifted by one, y IGNORE_INDEX at padding. Masked: y = x (the model
+    chooses what to hide)."""
+
+    def __init__(self, pad_id: int, shift: bool):
+        self.pad_id, self.shift = pad_id, shift
+
+    def __call__(self, examples: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lengths = [len(e) - 1 if self.shift else len(e) for e in examples]
+        T = max(lengths)
+        x = torch.full((len(examples), T), self.pad_id, dtype=torch.long)
+        y = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+        for row, (e, n) in enumerate(zip(examples, lengths)):
+            e = torch.from_numpy(np.asarray(e, dtype=np.int64))
+            x[row, :n] = e[:n]
+            y[row, :n] = e[1 : n + 1] if self.shift else e[:n]
+        real = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+        return x, y, real
+
+
 # --------------------------------------------------------------------------- data module
 
 
@@ -218,6 +242,8 @@ class GPTDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 1337,
+        mode: Literal["windows", "paragraphs", "lines"] = "windows",
+        objective: Literal["causal", "masked"] = "causal",
         prompt: Optional[str] = None,
         prompts_file: Optional[str] = None,
         num_samples: int = 1,
@@ -239,6 +265,12 @@ class GPTDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes. 0 (load in the main process) is fastest
                 on a small CPU machine: workers compete with the model for the same cores.
             seed: Seed of the training-set shuffle.
+            mode: "windows": every block_size-token window of the running text. "paragraphs"
+                (the blocks between blank lines: a speech of Tiny Shakespeare) or "lines":
+                examples of their natural length, cut to block_size tokens and padded per
+                batch with <|pad|>, which attention and the loss never see.
+            objective: The model's objective (linked from model.objective): "masked" needs a
+                tokenizer with <|mask|>; the char tokenizer gains <|pad|> and <|mask|> for it.
             prompt: Text that predict continues. Escape sequences such as \\n are allowed.
                 Without a prompt or prompts_file, text starts after the tokenizer's
                 <|endoftext|>, or after a newline when it has none.
@@ -273,6 +305,7 @@ class GPTDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.num_workers = num_workers
         self.seed = seed
+        self.mode, self.objective = mode, objective
         self.prompt = prompt
         self.prompts_file = prompts_file
         self.num_samples = num_samples
@@ -365,7 +398,10 @@ class GPTDataModule(L.LightningDataModule):
             chars.update(block)
         if not chars:
             raise ValueError(f"corpus {str(self.corpus_path())!r} is empty")
-        return CharTokenizer("".join(sorted(chars)), special_tokens=(ENDOFTEXT,) if self.is_folder() else ())
+        special = (ENDOFTEXT,) if self.is_folder() else ()
+        if self.objective == "masked" or self.mode != "windows":
+            special += (PAD, MASK)  # ids after the corpus's characters
+        return CharTokenizer("".join(sorted(chars)), special_tokens=special)
 
     def bpe_path(self) -> Path:
         c = self.tokenizer_config
@@ -387,6 +423,16 @@ class GPTDataModule(L.LightningDataModule):
 
     @property
     def vocab_size(self) -> int:
+        # Read when the CLI links it to the model: the first moment the tokenizer is known,
+        # so a tokenizer that cannot serve the objective or the mode is refused here.
+        needs = {MASK: self.objective == "masked", PAD: self.mode != "windows"}
+        for token, needed in needs.items():
+            if needed and token not in self.tokenizer.special_tokens:
+                why = "objective masked" if token == MASK else f"data.mode {self.mode}"
+                raise ValueError(
+                    f"{why} needs a {token} token, which the tokenizer ({self.tokenizer!r}) lacks; use "
+                    "data.tokenizer.kind char or bpe"
+                )
         return self.tokenizer.vocab_size
 
     # ---- token ids
@@ -444,8 +490,30 @@ class GPTDataModule(L.LightningDataModule):
             return  # predict needs only the prompt and the checkpoint's tokenizer
         self.encode_corpus()
 
+    def examples(self) -> list[np.ndarray]:
+        """The corpus as examples of their natural length (mode paragraphs or lines), each
+        cut to the tokens one training example holds."""
+        text = "".join(self.text_blocks())
+        if self.mode == "paragraphs":
+            pieces = [p.strip("\n") + "\n" for p in re.split(r"\n\s*\n", text)]
+        else:
+            pieces = [line + "\n" for line in text.splitlines()]
+        pieces = [p for p in pieces if p.strip()]
+        keep = self.block_size + (1 if self.objective == "causal" else 0)  # causal: x and y shifted by one
+        ids = self.tokenizer.encode_batch(pieces)
+        return [np.array(e[:keep], dtype=np.int64) for e in ids if len(e) >= 2]
+
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.train_ids is not None:
+            return
+        if self.mode != "windows":
+            examples = self.examples()
+            n_train = int(len(examples) * (1 - self.val_fraction))
+            self.train_ids, self.val_ids = examples[:n_train], examples[n_train:]
+            if not self.train_ids or not self.val_ids:
+                raise ValueError(f"the corpus has {len(examples)} {self.mode}: too few for a training and a validation split")
+            n_tokens = sum(len(e) for e in self.val_ids)
+            self.val_chars_per_token = sum(len(self.tokenizer.decode(e.tolist())) for e in self.val_ids) / n_tokens
             return
         ids = self.load_ids()
         n_train = int(len(ids) * (1 - self.val_fraction))
@@ -463,9 +531,16 @@ class GPTDataModule(L.LightningDataModule):
         scored = self.val_ids[1 : 1 + 2**20]
         self.val_chars_per_token = len(self.tokenizer.decode(scored.tolist())) / len(scored)
 
+    def collate(self) -> Optional["PadBatch"]:
+        if self.mode == "windows":
+            return None
+        return PadBatch(self.tokenizer.special_tokens[PAD], shift=self.objective == "causal")
+
     def train_dataloader(self) -> DataLoader:
+        dataset = TrainWindows(self.train_ids, self.block_size, self.stride) if self.mode == "windows" else self.train_ids
         return DataLoader(
-            TrainWindows(self.train_ids, self.block_size, self.stride),
+            dataset,
+            collate_fn=self.collate(),
             batch_size=self.batch_size,
             shuffle=True,
             generator=torch.Generator().manual_seed(self.seed),
@@ -476,7 +551,8 @@ class GPTDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            EvalWindows(self.val_ids, self.block_size),
+            EvalWindows(self.val_ids, self.block_size) if self.mode == "windows" else self.val_ids,
+            collate_fn=self.collate(),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
         )

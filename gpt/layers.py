@@ -128,14 +128,21 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.causal = config.causal
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.attn_bias)
         # Output projection back into the residual stream.
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: Optional[Rope] = None, cache: Optional[KVCache] = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        rope: Optional[Rope] = None,
+        cache: Optional[KVCache] = None,
+        layer: int = 0,
+        real: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """real: (B, T) bool, False at padding: no position attends to a padding key."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
@@ -144,7 +151,16 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        if cache is None or cache.pos == 0:
+        if real is not None:
+            # Key padding: query i sees key j if j is real (and j <= i when causal). Every
+            # row keeps at least one key as long as the sequence has a real first token.
+            mask = real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+            if self.causal:
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            is_causal = False
+        elif not self.causal:
+            mask, is_causal = None, False  # masked LM: every position sees every position
+        elif cache is None or cache.pos == 0:
             mask, is_causal = None, True  # training, or prefill: position t sees 0..t
         else:
             # New queries at positions pos..pos+T-1 see every cached position and the new
@@ -215,9 +231,15 @@ class Block(nn.Module):
         self.mlp = make_mlp(config)
 
     def forward(
-        self, x: torch.Tensor, rope: Optional[Rope] = None, cache: Optional[KVCache] = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        rope: Optional[Rope] = None,
+        cache: Optional[KVCache] = None,
+        layer: int = 0,
+        real: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        attn_args = (rope,) if cache is None else (rope, cache, layer)  # the explicit heads keep no cache
+        # The explicit heads (teaching models) keep no cache and see no padding.
+        attn_args = (rope,) if cache is None and real is None else (rope, cache, layer, real)
         x = x + self.attn(self.ln_1(x), *attn_args)  # tokens talk to each other
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
@@ -18,19 +18,23 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from gpt.config import Arch, Mlp, Norm, Pos
 from gpt.config import preset as gpt_preset
-from gpt.datamodule import IGNORE_INDEX
+from gpt.masking import IGNORE_INDEX, mask_tokens
 from gpt.generation import Completion, SamplingSettings, complete, start_ids
 from gpt.hf import load_hf
 from gpt.model import GPT, build_model
-from gpt.tokenizers import Tokenizer, tokenizer_from_state
+from gpt.tokenizers import MASK, PAD, Tokenizer, tokenizer_from_state
 
 # Settings that only steer sampling: kept out of the checkpoint's hyperparameters so that
 # `predict --ckpt_path` takes them from the command line, not from training time.
 SAMPLING_ARGS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop", "stop_at_eot", "sample_seed", "stream", "kv_cache")
+
+
+VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
 
 
 def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -76,6 +80,8 @@ class LitGPT(L.LightningModule):
         tie_weights: Optional[bool] = None,
         rope_base: Optional[float] = None,
         init_from: Optional[str] = None,
+        objective: Literal["causal", "masked"] = "causal",
+        mask_prob: float = 0.15,
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
@@ -116,6 +122,10 @@ class LitGPT(L.LightningModule):
             init_from: Start from these weights: a Hugging Face GPT-2 checkpoint (a folder with
                 model.safetensors or pytorch_model.bin, or a .safetensors file). The model
                 settings must fit it; a shorter block_size keeps the first positions.
+            objective: causal: predict the next token. masked: attention both ways, and predict
+                the tokens hidden by <|mask|> (BERT's recipe; needs a tokenizer with <|mask|>).
+            mask_prob: masked: the fraction of tokens selected for prediction; of those, 80%
+                become <|mask|>, 10% a random token, 10% stay.
             learning_rate: Peak learning rate, reached at the end of warmup.
             min_lr: Learning rate at the last step, after cosine decay.
             warmup_steps: Steps of linear warmup.
@@ -140,13 +150,17 @@ class LitGPT(L.LightningModule):
         """
         super().__init__()
         self.sampling = SamplingSettings(max_new_tokens, temperature, top_k, top_p, tuple(stop or ()), stop_at_eot, kv_cache)
+        if not 0 < mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+        if objective == "masked" and (arch or "gpt") != "gpt":
+            raise ValueError(f"objective masked needs arch gpt (bidirectional attention), not {arch!r}")
         if not 0 <= min_lr <= learning_rate:
             raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
         self.save_hyperparameters(ignore=list(SAMPLING_ARGS))
         self.config = gpt_preset(
             preset, arch=arch, vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
             n_embd=n_embd, dropout=dropout, pos=pos, mlp=mlp, norm=norm, bias=bias, qkv_bias=qkv_bias,
-            tie_weights=tie_weights, rope_base=rope_base,
+            tie_weights=tie_weights, rope_base=rope_base, causal=objective == "causal",
         )  # fmt: skip
         self.model = build_model(self.config)
         if init_from and not isinstance(self.model, GPT):
@@ -161,6 +175,11 @@ class LitGPT(L.LightningModule):
         # for, so that models with different tokenizers compare.
         self.val_bpc = MeanMetric()
         self.chars_per_token: Optional[float] = None  # of the validation text, from the data module
+        self.masked = objective == "masked"
+        if self.masked:
+            # Accuracy on the masked positions: how often the top guess is the hidden token.
+            accuracy = dict(num_classes=self.config.vocab_size, ignore_index=IGNORE_INDEX, average="micro")
+            self.train_acc, self.val_acc = MulticlassAccuracy(**accuracy), MulticlassAccuracy(**accuracy)
 
     # ---- training and evaluation
 
@@ -170,18 +189,43 @@ class LitGPT(L.LightningModule):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.loss(self.model(x), y)
+    def inputs_and_targets(
+        self, batch: tuple[torch.Tensor, ...], generator: Optional[torch.Generator] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(inputs, targets, real) of a (x, y) or (x, y, real) batch: for the masked
+        objective, x with tokens hidden and the hidden ones as targets."""
+        x, y, real = batch if len(batch) == 3 else (*batch, None)
+        if not self.masked:
+            return x, y, real
+        special = self.tokenizer.special_tokens
+        n_ordinary = min(special.values())  # special tokens come after the ordinary ones
+        inputs, targets = mask_tokens(x, special[MASK], n_ordinary, self.hparams.mask_prob, real, generator)
+        return inputs, targets, real
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        inputs, targets, real = self.inputs_and_targets(batch)
+        logits = self.model(inputs, real=real)
+        loss = self.loss(logits, targets)
         # self.log costs about a millisecond, several percent of a step of a small model on a
         # CPU: call it only on the steps the logger writes (every log_every_n_steps).
         if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/loss", loss, prog_bar=True)
+            if self.masked:
+                self.train_acc(logits.detach().flatten(0, 1), targets.flatten())
+                self.log("train/acc", self.train_acc)
         return loss
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
-        x, y = batch
-        logits = self.model(x).float()
+    def on_validation_epoch_start(self) -> None:
+        # The same tokens hidden at every validation, in every run with this seed: val
+        # numbers compare between runs and steps.
+        self._val_generator = torch.Generator(device=self.device).manual_seed(VAL_MASK_SEED)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], prefix: str) -> None:
+        inputs, y, real = self.inputs_and_targets(batch, self._val_generator if self.masked else None)
+        logits = self.model(inputs, real=real).float()
         # Weight each batch's mean by its scored targets: the epoch value is the exact
         # per-token loss of the whole split.
         loss, n_scored = self.loss(logits, y), (y != IGNORE_INDEX).sum()
@@ -189,7 +233,10 @@ class LitGPT(L.LightningModule):
         self.val_ppl.update(logits, y)
         self.log(f"{prefix}/loss", self.val_loss, prog_bar=True)
         self.log(f"{prefix}/ppl", self.val_ppl)
-        if self.chars_per_token:
+        if self.masked:
+            self.val_acc.update(logits.flatten(0, 1), y.flatten())
+            self.log(f"{prefix}/acc", self.val_acc, prog_bar=True)
+        elif self.chars_per_token:
             self.val_bpc.update(loss / math.log(2) / self.chars_per_token, weight=n_scored)
             self.log(f"{prefix}/bpc", self.val_bpc)
 
@@ -295,10 +342,41 @@ class LitGPT(L.LightningModule):
         # seed with the same settings gives the same text.
         self._predict_generator = torch.Generator(device=self.device).manual_seed(self.sample_seed)
 
+    def fill_masks(self, prompt: Optional[str], k: int) -> dict[str, Any]:
+        """A masked model's predictions for each <|mask|> of the prompt: the prompt with each
+        filled by its most likely token, and the k best candidates with probabilities."""
+        if prompt is None or MASK not in prompt:
+            raise ValueError(f"the prompt has no {MASK} to fill; write {MASK} where a token is to be predicted")
+        mask_id = self.tokenizer.special_tokens[MASK]
+        ids = torch.tensor([self.tokenizer.encode(prompt, allowed_special={MASK})], device=self.device)
+        if ids.size(1) > self.config.block_size:
+            raise ValueError(f"the prompt has {ids.size(1)} tokens; the model reads at most {self.config.block_size}")
+        with torch.no_grad():
+            logits = self.model(ids)[0].float()
+        # <|pad|> and <|mask|> are never a hidden token: leave them out of the candidates.
+        never = [i for token, i in self.tokenizer.special_tokens.items() if token in (PAD, MASK)]
+        probs = torch.softmax(logits.index_fill(-1, torch.tensor(never, device=self.device), float("-inf")), dim=-1)
+        filled, candidates = ids[0].tolist(), []
+        for position in (ids[0] == mask_id).nonzero().flatten().tolist():
+            top = torch.topk(probs[position], min(k, probs.size(-1)))
+            filled[position] = top.indices[0].item()
+            candidates.append([[self.tokenizer.decode([i]), round(p, 4)] for p, i in zip(top.values.tolist(), top.indices.tolist())])
+        return {"completion": self.tokenizer.decode(filled), "candidates": candidates}
+
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
         """batch: {"index", "sample", "prompt"} items from GPTDataModule.predict_dataloader.
         Prints each sample (as it is written, with stream) and returns one record each, for
-        a prediction writer."""
+        a prediction writer. A masked model fills the prompt's <|mask|> tokens instead."""
+        if self.masked:
+            records = []
+            for item in batch:
+                result = self.fill_masks(item["prompt"], self.sampling.top_k or 5)
+                print(result["completion"], flush=True)
+                for n, candidates in enumerate(result["candidates"], start=1):
+                    print(f"  {MASK} {n}: " + ", ".join(f"{text!r} {p:.3f}" for text, p in candidates), flush=True)
+                print("-" * 40, flush=True)
+                records.append(item | result)
+            return records
         results = self.complete([item["prompt"] for item in batch], self.sampling, self._predict_generator, self.stream)
         settings = asdict(self.sampling) | {"seed": self.sample_seed}
         records = []
@@ -311,7 +389,7 @@ class LitGPT(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # A short sample in TensorBoard at every validation: watch the text take shape.
-        if self.trainer.sanity_checking or not self.hparams.val_sample_tokens or self.tokenizer is None:
+        if self.trainer.sanity_checking or not self.hparams.val_sample_tokens or self.tokenizer is None or self.masked:
             return
         if not self.trainer.is_global_zero or not isinstance(self.logger, TensorBoardLogger):
             return

@@ -26,7 +26,12 @@ from gpt.layers import Block, Head, KVCache, MultiHeadAttention, make_norm, rope
 
 
 class LanguageModel(nn.Module):
-    """What every model shares: its config, the context check, parameter and FLOP counts."""
+    """What every model shares: its config, the context check, parameter and FLOP counts.
+
+    forward(idx, real) maps ids (B, T) to logits (B, T, vocab_size). real marks the tokens
+    that are not padding; padding comes after them, so the causal teaching models, which
+    never look ahead, need no mask and ignore it.
+    """
 
     attention_layers = 0  # layers that attend over the context, for the FLOP count
     supports_kv_cache = False  # forward(idx, cache) continues a sequence from a KVCache
@@ -63,7 +68,7 @@ class Bigram(LanguageModel):
         super().__init__(config)
         self.table = nn.Embedding(config.vocab_size, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
         self.check_length(idx.size(1))
         return self.table(idx)
 
@@ -85,7 +90,7 @@ class AttentionLM(LanguageModel):
             self.attn = MultiHeadAttention(config)
         self.lm_head = nn.Linear(C, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
         T = idx.size(1)
         self.check_length(T)
         x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
@@ -107,7 +112,7 @@ class TransformerLM(LanguageModel):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
         T = idx.size(1)
         self.check_length(T)
         x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
@@ -158,11 +163,14 @@ class GPT(LanguageModel):
 
     supports_kv_cache = True
 
-    def forward(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, cache: Optional[KVCache] = None, real: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """idx: (B, T) token ids -> logits (B, T, vocab_size).
 
         With a cache, idx continues the sequence the cache holds: its tokens take positions
-        cache.pos, cache.pos + 1, ... and attend to the cached keys and values.
+        cache.pos, cache.pos + 1, ... and attend to the cached keys and values. real (B, T)
+        marks the tokens that are not padding (sequences padded on the right to one length).
         """
         T = idx.size(1)
         start = cache.pos if cache is not None else 0
@@ -175,7 +183,7 @@ class GPT(LanguageModel):
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, i)
+            x = block(x, rope, cache, i, real)
         if cache is not None:
             cache.pos += T
         return self.lm_head(self.transformer.ln_f(x))

@@ -336,3 +336,37 @@ def test_flops_per_token():
     # nanoGPT's estimate, 6 N + 12 L C T, counts biases and norms in N too: 0.1% apart.
     nanogpt = 6 * gpt2.num_params(non_embedding=True) + 12 * 12 * 768 * 1024
     assert gpt2.flops_per_token() == pytest.approx(nanogpt, rel=2e-3)
+
+
+# ---- padding and bidirectional attention
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_padding_never_changes_the_real_positions(causal, pos):
+    torch.manual_seed(0)
+    model = GPT(tiny_config(causal=causal, pos=pos)).eval()
+    short, long = torch.randint(0, 50, (1, 5)), torch.randint(0, 50, (1, 12))
+    batch = torch.full((2, 12), 7)  # 7 stands for <|pad|>: any id, it must not matter
+    batch[0, :5], batch[1] = short[0], long[0]
+    real = torch.zeros(2, 12, dtype=torch.bool)
+    real[0, :5], real[1] = True, True
+    with torch.no_grad():
+        padded = model(batch, real=real)
+        torch.testing.assert_close(padded[0, :5], model(short)[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(padded[1], model(long)[0], rtol=0, atol=1e-5)
+        other_pad = batch.clone()
+        other_pad[0, 5:] = 3
+        torch.testing.assert_close(model(other_pad, real=real)[0, :5], padded[0, :5], rtol=0, atol=1e-5)
+        # without the mask a bidirectional model would see the padding
+        if not causal:
+            assert (model(batch)[0, :5] - padded[0, :5]).abs().max() > 1e-3
+
+
+def test_bidirectional_attention_sees_the_future():
+    torch.manual_seed(0)
+    model = GPT(tiny_config(causal=False)).eval()
+    idx = torch.randint(0, 50, (1, 16))
+    changed = idx.clone()
+    changed[0, -1] = (idx[0, -1] + 1) % 50
+    assert (model(idx)[0, 0] - model(changed)[0, 0]).abs().max() > 1e-3  # the first position sees the last
