@@ -75,8 +75,9 @@ def test_bpe_has_pad_and_mask(speeches):
     assert dm.vocab_size == 300 and {PAD, MASK} <= set(dm.tokenizer.special_tokens)
 
 
-def test_masked_training_logs_accuracy_and_val_masks_are_seeded(speeches, tmp_path):
-    dm = data(speeches, mode="paragraphs", objective="masked")
+@pytest.mark.parametrize("mode", ["paragraphs", "windows"])
+def test_masked_training_logs_accuracy_and_val_masks_are_seeded(speeches, tmp_path, mode):
+    dm = data(speeches, mode=mode, objective="masked")
     losses = []
     for _ in range(2):
         L.seed_everything(0)
@@ -146,3 +147,17 @@ def test_cli_masked_fit_then_fill_mask(speeches, tmp_path):
     assert f"{MASK} 1: " in out.stdout and f"{MASK} 2: " in out.stdout
     no_mask = run_main("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "Speak", cwd=tmp_path)
     assert no_mask.returncode == 1 and "the prompt has no <|mask|> to fill" in no_mask.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt2"],
+         "error: objective masked needs a <|mask|> token, which the tokenizer (TiktokenTokenizer('gpt2'"),
+        (["--model.mask_prob", "0"], "error: mask_prob must be in (0, 1), got 0.0"),
+    ],
+)  # fmt: skip
+def test_cli_refuses_bad_masked_settings_at_the_start(speeches, tmp_path, extra, message):
+    result = run_main("fit", "--data.corpus", str(speeches), "--model.objective", "masked", *extra, cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "lightning_logs").exists()  # before any work
