@@ -37,6 +37,10 @@ SAMPLING_ARGS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop", "sto
 VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
 
 
+def print_piece(row: int, text: str) -> None:
+    print(text, end="", flush=True)
+
+
 def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
     """Linear warmup to learning_rate, then cosine decay to min_lr at decay_steps (nanoGPT)."""
     if step < warmup_steps:
@@ -325,16 +329,15 @@ class LitGPT(L.LightningModule):
             groups.setdefault(i if stream else n, []).append(i)
         out: list[Optional[Completion]] = [None] * len(prompts)
         for rows in groups.values():
-            if stream:
-                (i,) = rows
-                print(start_ids(self.tokenizer, prompts[i])[1], end="", flush=True)
-                on_text = lambda row, text: print(text, end="", flush=True)  # noqa: E731
-            results = complete(self.model, self.tokenizer, [prompts[i] for i in rows], settings, generator,
-                               on_text if stream else None)  # fmt: skip
+            batch = [prompts[i] for i in rows]
+            if stream:  # one prompt: print it, then its text piece by piece
+                print(start_ids(self.tokenizer, batch[0])[1], end="", flush=True)
+                results = complete(self.model, self.tokenizer, batch, settings, generator, on_text=print_piece)
+                print("\n" + "-" * 40, flush=True)
+            else:
+                results = complete(self.model, self.tokenizer, batch, settings, generator)
             for i, result in zip(rows, results):
                 out[i] = result
-                if stream:
-                    print("\n" + "-" * 40, flush=True)
         return out
 
     def on_predict_start(self) -> None:
