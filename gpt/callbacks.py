@@ -87,12 +87,16 @@ class DropoutSchedule(Callback):
     def value(self, step: int) -> float:
         return self.start + (self.end - self.start) * min(1.0, step / self.steps)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Found once, set at every step.
+        self.dropouts = [m for m in pl_module.modules() if isinstance(m, nn.Dropout)]
+        self.attentions = [m for m in pl_module.modules() if isinstance(getattr(m, "dropout", None), float)]
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         p = self.value(trainer.global_step)
-        for module in pl_module.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = p
-            elif isinstance(getattr(module, "dropout", None), float):  # attention's dropout inside SDPA
-                module.dropout = p
+        for module in self.dropouts:
+            module.p = p
+        for module in self.attentions:  # attention's dropout inside SDPA is a float
+            module.dropout = p
         if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
             pl_module.log("train/dropout", p)

@@ -103,7 +103,8 @@ def generate_tokens(
                     pending = seq[:, -(block_size // 2) :]
                 logits = model(pending, cache)[:, -1, :]
             next_id = sample_next(logits, temperature, top_k, top_p, generator)
-        seq = torch.cat((seq, next_id), dim=1)
+        # Either path reads at most the last block_size tokens: keep no more than that.
+        seq = torch.cat((seq[:, max(0, seq.size(1) - block_size + 1) :], next_id), dim=1)
         pending = next_id
         yield next_id
 
@@ -171,27 +172,48 @@ def start_ids(tokenizer: Tokenizer, prompt: Optional[str]) -> tuple[list[int], s
 class TextStream:
     """One sample's text as its ids arrive: cut at the first stop string, and released
     only where nothing can change any more (not a stop string's possible beginning, nor
-    the first bytes of a character that one more token completes)."""
+    the first bytes of a character that one more token completes).
+
+    Each token is decoded once (with the few before it that end inside a character), and
+    stop strings are looked for in the new text only: the work per token stays constant
+    however long the sample grows."""
+
+    MAX_PENDING = 4  # a UTF-8 character is at most 4 bytes, so at most 4 byte-level tokens
 
     def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...]):
         self.tokenizer, self.stop = tokenizer, stop
-        self.ids: list[int] = []
+        self.pending: list[int] = []  # ids whose text ends inside a character, not decoded yet
         self.text, self.released = "", 0
         self.finish: Optional[str] = None
 
     def push(self, token: int) -> None:
-        self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids)
-        found = [i for i in (self.text.find(s) for s in self.stop) if i >= 0]
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith("\ufffd") and len(self.pending) < self.MAX_PENDING:
+            return  # wait for the rest of the character
+        self.pending = []
+        self.add(piece)
+
+    def add(self, piece: str) -> None:
+        start = len(self.text)
+        self.text += piece
+        # A stop string not found before can only end in the new piece.
+        found = [i for s in self.stop if (i := self.text.find(s, max(0, start - len(s) + 1))) >= 0]
         if found:
             self.text, self.finish = self.text[: min(found)], "stop"
+
+    def close(self, finish: str) -> None:
+        """The sample is over: decode what is left (an unfinished character shows as \ufffd)."""
+        if self.pending and self.finish is None:
+            self.add(self.tokenizer.decode(self.pending))
+        self.pending = []
+        self.finish = self.finish or finish
 
     def release(self) -> str:
         """Text not released before that is final now (all of it once the sample is done)."""
         end = len(self.text)
         if self.finish is None:
-            end = len(self.text.rstrip("\ufffd"))  # a character cut in the middle of its bytes
-            held = max((n for s in self.stop for n in range(1, len(s)) if self.text[:end].endswith(s[:n])), default=0)
+            held = max((n for s in self.stop for n in range(1, len(s)) if self.text.endswith(s[:n])), default=0)
             end -= held
         new, self.released = self.text[self.released : end], max(self.released, end)
         return new
@@ -222,7 +244,7 @@ def complete(
             if stream.finish is not None:
                 continue  # this sample has ended; its row runs on with the batch, ignored
             if token == eot:
-                stream.finish = "eot"
+                stream.close("eot")
             else:
                 stream.push(token)
             if on_text is not None:
@@ -231,7 +253,7 @@ def complete(
             break
     out = []
     for row, (prompt, stream) in enumerate(zip(prompts, streams)):
-        stream.finish = stream.finish or "length"
+        stream.close("length")
         if on_text is not None:
             on_text(row, stream.release())
         out.append(Completion(prompt, stream.text, stream.finish))

@@ -75,6 +75,36 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
+# ---- which keys each query may see
+
+
+Mask = tuple[Optional[torch.Tensor], bool]  # (attn_mask, is_causal) for scaled_dot_product_attention
+
+
+def attention_mask(
+    T: int, past: int, causal: bool, real: Optional[torch.Tensor] = None, device=None
+) -> Mask:
+    """What queries at positions past..past+T-1 may attend to, over keys 0..past+T-1.
+
+    real (B, T) marks the tokens that are not padding (no cache then): no query sees a
+    padding key, and every row keeps its first, real, key. Otherwise causal attention is
+    SDPA's is_causal at prefill; one new token sees every cached key (no mask); several
+    new tokens see the cached keys and the new ones up to their own.
+    """
+    if real is not None:
+        mask = real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+        if causal:
+            mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        return mask, False
+    if not causal:
+        return None, False  # masked LM: every position sees every position
+    if past == 0:
+        return None, True
+    if T == 1:
+        return None, False
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(past), False
+
+
 # ---- attention, built up as the literature does
 
 
@@ -140,9 +170,9 @@ class CausalSelfAttention(nn.Module):
         rope: Optional[Rope] = None,
         cache: Optional[KVCache] = None,
         layer: int = 0,
-        real: Optional[torch.Tensor] = None,
+        mask: Optional[Mask] = None,
     ) -> torch.Tensor:
-        """real: (B, T) bool, False at padding: no position attends to a padding key."""
+        """mask: attention_mask()'s, made once per forward by the model (else made here)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
@@ -151,27 +181,12 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        if real is not None:
-            # Key padding: query i sees key j if j is real (and j <= i when causal). Every
-            # row keeps at least one key as long as the sequence has a real first token.
-            mask = real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
-            if self.causal:
-                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            is_causal = False
-        elif not self.causal:
-            mask, is_causal = None, False  # masked LM: every position sees every position
-        elif cache is None or cache.pos == 0:
-            mask, is_causal = None, True  # training, or prefill: position t sees 0..t
-        else:
-            # New queries at positions pos..pos+T-1 see every cached position and the new
-            # ones up to their own. One new token (T = 1) sees everything: no mask at all.
-            past = cache.pos
-            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            is_causal = False
+        past = cache.pos if cache is not None else 0
+        attn_mask, is_causal = mask or attention_mask(T, past, self.causal, device=x.device)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         return self.resid_dropout(self.c_proj(y))
@@ -236,10 +251,10 @@ class Block(nn.Module):
         rope: Optional[Rope] = None,
         cache: Optional[KVCache] = None,
         layer: int = 0,
-        real: Optional[torch.Tensor] = None,
+        mask: Optional[Mask] = None,
     ) -> torch.Tensor:
         # The explicit heads (teaching models) keep no cache and see no padding.
-        attn_args = (rope,) if cache is None and real is None else (rope, cache, layer, real)
+        attn_args = (rope,) if cache is None and mask is None else (rope, cache, layer, mask)
         x = x + self.attn(self.ln_1(x), *attn_args)  # tokens talk to each other
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x

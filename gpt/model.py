@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.layers import Block, Head, KVCache, MultiHeadAttention, make_norm, rope_cache
+from gpt.layers import Block, Head, KVCache, MultiHeadAttention, attention_mask, make_norm, rope_cache
 
 
 class LanguageModel(nn.Module):
@@ -182,8 +182,9 @@ class GPT(LanguageModel):
         else:
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
+        mask = attention_mask(T, start, self.config.causal, real, idx.device)  # once, for every layer
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, i, real)
+            x = block(x, rope, cache, i, mask)
         if cache is not None:
             cache.pos += T
         return self.lm_head(self.transformer.ln_f(x))
