@@ -13,7 +13,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_main
+from helpers import run_main
 from gpt.lit_module import LitGPT, cosine_lr
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import run_main
+from helpers import run_main
 from gpt.config import GPTConfig
 from gpt.hf import from_hf, load_hf, save_hf
 from gpt.model import GPT

@@ -8,16 +8,14 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from conftest import run_main
+from helpers import SPEECHES_TEXT, run_main
 from gpt.callbacks import DropoutSchedule
 from gpt.datamodule import GPTDataModule, PadBatch
 from gpt.lit_module import LitGPT
 from gpt.masking import IGNORE_INDEX
 from gpt.tokenizers import MASK, PAD, TokenizerConfig
 
-SPEECHES = "\n\n".join(
-    f"CITIZEN {i}:\n" + "Speak, speak. " * (1 + i % 4) + "\nWe are resolved." for i in range(60)
-) + "\n"
+SPEECHES = SPEECHES_TEXT
 
 
 @pytest.fixture

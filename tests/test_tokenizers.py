@@ -153,7 +153,7 @@ def test_bpe_merges_never_cross_a_pre_split_boundary():
 
 @pytest.fixture(scope="module")
 def shakespeare_bpe(request):
-    from conftest import shakespeare_file
+    from helpers import shakespeare_file
 
     text = shakespeare_file().read_text(encoding="utf-8")
     return BPETokenizer.train([text[: int(len(text) * 0.9)]], vocab_size=1024), text
