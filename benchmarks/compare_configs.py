@@ -28,21 +28,26 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import config_from_hparams  # noqa: E402
+from gpt.checkpoint import load_checkpoint, model_config  # noqa: E402
 from gpt.model import build_model  # noqa: E402
 
 GROUPS = {
-    "tokenizers": ["configs/shakespeare_char_cpu.yaml", "configs/shakespeare_bpe.yaml", "configs/shakespeare_gpt2.yaml"],
-    "teaching": [f"configs/teaching/{name}.yaml" for name in
-                 ("bigram", "head", "multi_head", "blocks", "gpt", "gpt_modern")],
-}  # fmt: skip
+    "tokenizers": [
+        "configs/shakespeare_char_cpu.yaml",
+        "configs/shakespeare_bpe.yaml",
+        "configs/shakespeare_gpt2.yaml",
+    ],
+    "teaching": [
+        f"configs/teaching/{name}.yaml" for name in ("bigram", "head", "multi_head", "blocks", "gpt", "gpt_modern")
+    ],
+}
 
 
 def num_params(checkpoint: Path) -> int:
     """The trained model's parameters, rebuilt from the checkpoint's hyperparameters."""
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    config = model_config(load_checkpoint(checkpoint))
     with torch.device("meta"):
-        return build_model(config_from_hparams(hparams)).num_params()
+        return build_model(config).num_params()
 
 
 def main() -> None:
@@ -60,8 +65,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for config in configs:
         with tempfile.TemporaryDirectory() as workdir:
-            command = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(ROOT / config), *corpus,
-                       "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+            fit = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(ROOT / config)]
+            command = [*fit, *corpus, "--trainer.enable_progress_bar=false", *extra]
             start = time.perf_counter()
             result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
             wall = time.perf_counter() - start
@@ -74,8 +79,11 @@ def main() -> None:
             loss, bpc = events.Scalars("val/loss")[-1], events.Scalars("val/bpc")[-1]
             cpt = loss.value / math.log(2) / bpc.value
             n = num_params(next(Path(workdir, "lightning_logs").rglob("last.ckpt")))
-            print(f"| {config} {' '.join(extra)} | {n:,} | {loss.step} | {wall:.0f} | {loss.value:.3f} | {cpt:.3f} "
-                  f"| {bpc.value:.3f} |", flush=True)  # fmt: skip
+            print(
+                f"| {config} {' '.join(extra)} | {n:,} | {loss.step} | {wall:.0f} | {loss.value:.3f} | {cpt:.3f} "
+                f"| {bpc.value:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

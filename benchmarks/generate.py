@@ -25,14 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import preset  # noqa: E402
+from gpt.config import GPTConfig  # noqa: E402
 from gpt.generation import generate_tokens  # noqa: E402
 from gpt.model import GPT  # noqa: E402
 
 
 def measure(name: str, batch: int, new_tokens: int, use_cache: bool, device: str) -> dict:
     torch.manual_seed(0)
-    model = GPT(preset(name, dropout=0.0)).to(device).eval()
+    model = GPT(GPTConfig(preset=name, dropout=0.0)).to(device).eval()
     prompt = torch.randint(0, model.config.vocab_size, (batch, 5), device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     if device == "cuda":
@@ -66,25 +66,31 @@ def main() -> None:
         print(json.dumps(measure(args.preset, batch, args.new_tokens, cache, args.device)))
         return
 
-    config = preset(args.preset)
+    config = GPTConfig(preset=args.preset)
     cache_mib = 2 * config.n_layer * config.block_size * config.n_embd * 4 / 2**20
-    print(f"{args.preset}: {config.n_layer} layers x {config.n_embd}, context {config.block_size}; "
-          f"{args.new_tokens} new tokens from a 5-token prompt on {args.device} "
-          f"({torch.get_num_threads()} threads); KV cache {cache_mib:.1f} MiB per sequence")  # fmt: skip
+    print(
+        f"{args.preset}: {config.n_layer} layers x {config.n_embd}, context {config.block_size}; "
+        f"{args.new_tokens} new tokens from a 5-token prompt on {args.device} "
+        f"({torch.get_num_threads()} threads); KV cache {cache_mib:.1f} MiB per sequence"
+    )
     print("| batch | KV cache | tokens/s | first token | peak memory | wall | speedup |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for batch in args.batches:
         results = {}
         for cache in (True, False):
-            command = [sys.executable, __file__, "--preset", args.preset, "--new_tokens", str(args.new_tokens),
-                       "--device", args.device, "--worker", str(batch), "1" if cache else "0"]  # fmt: skip
+            worker = ["--worker", str(batch), "1" if cache else "0"]
+            settings = f"--preset {args.preset} --new_tokens {args.new_tokens} --device {args.device}".split()
+            command = [sys.executable, __file__, *settings, *worker]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[cache] = r = json.loads(out.strip().splitlines()[-1])
             speedup = f"{r['tokens_per_s'] / results[True]['tokens_per_s']:.2f}x" if not cache else ""
             if not cache:
                 speedup = f"{results[True]['tokens_per_s'] / r['tokens_per_s']:.1f}x slower"
-            print(f"| {batch} | {'on' if cache else 'off'} | {r['tokens_per_s']:.0f} | {r['first_token_ms']:.1f} ms "
-                  f"| {r['peak_mib']:.0f} MiB | {r['wall_s']:.2f} s | {speedup} |", flush=True)  # fmt: skip
+            print(
+                f"| {batch} | {'on' if cache else 'off'} | {r['tokens_per_s']:.0f} | {r['first_token_ms']:.1f} ms "
+                f"| {r['peak_mib']:.0f} MiB | {r['wall_s']:.2f} s | {speedup} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

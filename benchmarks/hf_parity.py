@@ -20,7 +20,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt.config import preset  # noqa: E402
+from gpt.config import GPTConfig  # noqa: E402
 from gpt.hf import from_hf, hf_config, save_hf  # noqa: E402
 
 
@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=1024)
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = transformers.GPT2Config(**{k: v for k, v in hf_config(preset(args.preset)).items() if k != "architectures"})
+    config = transformers.GPT2Config(
+        **{k: v for k, v in hf_config(GPTConfig(preset=args.preset)).items() if k != "architectures"}
+    )
     hf = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for p in hf.parameters():

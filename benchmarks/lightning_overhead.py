@@ -1,7 +1,7 @@
 """Lightning's overhead: the same model on the same batches, under Trainer and in a bare loop.
 
     python benchmarks/lightning_overhead.py [--config configs/shakespeare_char_cpu.yaml]
-        [--steps 200] [--warmup 20] [--repeats 3]
+        [--steps 200] [--warmup 20] [--repeats 5] [--corpus PATH (default: $TINY_SHAKESPEARE)]
 
 Both runs build the model from the config with the same seed, feed the same DataLoader
 (the config's batch size, block size and corpus), use the same AdamW groups, learning-rate
@@ -16,60 +16,77 @@ is the closest to the code's own speed. Prints tokens/s and the ratio.
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gpt.callbacks import TokenThroughputMonitor
-from gpt.datamodule import GPTDataModule
-from gpt.lit_module import LitGPT, cosine_lr, param_groups
-from gpt.tokenizers import TokenizerConfig
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gpt.callbacks import TokenThroughputMonitor  # noqa: E402
+from gpt.config import FIELDS, GPTConfig  # noqa: E402
+from gpt.datamodule import GPTDataModule  # noqa: E402
+from gpt.lit_module import LitGPT  # noqa: E402
+from gpt.model import build_model  # noqa: E402
+from gpt.optim import adamw, warmup_cosine  # noqa: E402
+from gpt.tokenizers import TokenizerConfig  # noqa: E402
+from main import TRAINER_DEFAULTS  # noqa: E402
+
+OPTIMIZER_ARGS = ("learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2")
 
 
-def build(config: dict, seed: int = 1337) -> tuple[LitGPT, GPTDataModule]:
-    model_args = dict(config.get("model", {}))
-    data_args = dict(config.get("data", {}), block_size=model_args.get("block_size", 256))
+def data(config: dict) -> GPTDataModule:
+    """The config's data module, tokenized and split."""
+    data_args = dict(config.get("data", {}), block_size=config["model"].get("block_size", 256))
     if "tokenizer" in data_args:
         data_args["tokenizer"] = TokenizerConfig(**data_args["tokenizer"])
     dm = GPTDataModule(**data_args)
     dm.prepare_data()
     dm.setup("fit")
+    return dm
+
+
+def trainer_setting(config: dict, name: str):
+    """A trainer setting as main.py uses it: the config's, else main.py's default."""
+    return config.get("trainer", {}).get(name, TRAINER_DEFAULTS.get(name))
+
+
+def bare_loop(config: dict, steps: int, warmup: int, seed: int = 1337) -> float:
+    """Plain torch: the model from gpt.model, AdamW and the schedule from gpt.optim."""
+    dm = data(config)
+    model_args = config["model"]
+    gpt_args = {k: v for k, v in model_args.items() if k in FIELDS}
+    defaults = inspect.signature(LitGPT).parameters  # the optimizer settings main.py would use
+    hp = {k: model_args.get(k, defaults[k].default) for k in OPTIMIZER_ARGS}
     L.seed_everything(seed, verbose=False)
-    module = LitGPT(vocab_size=dm.vocab_size, **model_args)
-    return module, dm
-
-
-def bare_loop(config: dict, steps: int, warmup: int) -> float:
-    module, dm = build(config)
-    model = module.model.train()
-    hp = module.hparams
-    optimizer = torch.optim.AdamW(
-        param_groups(model, hp.weight_decay), lr=hp.learning_rate, betas=(hp.beta1, hp.beta2)
-    )
-    clip = config.get("trainer", {}).get("gradient_clip_val")
+    model = build_model(GPTConfig(**gpt_args, vocab_size=dm.vocab_size)).train()
+    optimizer = adamw(model, hp["learning_rate"], hp["weight_decay"], (hp["beta1"], hp["beta2"]))
+    scheduler = warmup_cosine(optimizer, hp["warmup_steps"], steps, hp["min_lr"])
+    clip = trainer_setting(config, "gradient_clip_val")
     batches = iter(dm.train_dataloader())
     tokens = 0
     for step in range(steps):
         if step == warmup:
             t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, hp.learning_rate, hp.min_lr, hp.warmup_steps, steps)
         x, y = next(batches)
-        loss = module.loss(model(x), y)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
+        scheduler.step()
         if step >= warmup:
             tokens += x.numel()
     return tokens / (time.perf_counter() - t0)
@@ -89,18 +106,26 @@ class _Timer(L.Callback):
             self.t1 = time.perf_counter()
 
 
-def lightning_loop(config: dict, steps: int, warmup: int) -> float:
-    module, dm = build(config)
-    trainer_cfg = config.get("trainer", {})
+def lightning_loop(config: dict, steps: int, warmup: int, seed: int = 1337) -> float:
+    dm = data(config)
+    L.seed_everything(seed, verbose=False)
+    module = LitGPT(vocab_size=dm.vocab_size, **config["model"])
     timer = _Timer(warmup)
     with tempfile.TemporaryDirectory() as logdir:
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, precision=trainer_cfg.get("precision", "32-true"),
-            max_steps=steps, limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, log_every_n_steps=trainer_cfg.get("log_every_n_steps", 50),
-            gradient_clip_val=trainer_cfg.get("gradient_clip_val"), logger=TensorBoardLogger(logdir),
+            accelerator="cpu",
+            devices=1,
+            precision=trainer_setting(config, "precision") or "32-true",
+            max_steps=steps,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=trainer_setting(config, "log_every_n_steps"),
+            gradient_clip_val=trainer_setting(config, "gradient_clip_val"),
+            logger=TensorBoardLogger(logdir),
             callbacks=[LearningRateMonitor(logging_interval="step"), TokenThroughputMonitor(), timer],
-        )  # fmt: skip
+        )
         trainer.fit(module, datamodule=dm)
     return timer.tokens / (timer.t1 - timer.t0)
 
@@ -111,8 +136,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--corpus", default=os.environ.get("TINY_SHAKESPEARE"), help="instead of the config's corpus")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
+    if args.corpus:
+        config.setdefault("data", {})["corpus"] = args.corpus
 
     bare, lightning = [], []
     for _ in range(args.repeats):

@@ -18,15 +18,19 @@ import os
 import time
 from pathlib import Path
 
-from gpt.datamodule import read_blocks
-from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer, bpe_encode_reference
+from gpt.bpe import bpe_encode_reference
+from gpt.corpus import read_blocks
+from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def find_corpus() -> Path:
-    for c in (os.environ.get("TINY_SHAKESPEARE", ""), ROOT / "data/tinyshakespeare/input.txt",
-              ROOT.parent / "shared/data/tinyshakespeare/input.txt"):  # fmt: skip
+    for c in (
+        os.environ.get("TINY_SHAKESPEARE", ""),
+        ROOT / "data/tinyshakespeare/input.txt",
+        ROOT.parent / "shared/data/tinyshakespeare/input.txt",
+    ):
         if c and Path(c).is_file():
             return Path(c)
     raise SystemExit("Tiny Shakespeare not found: pass --corpus PATH or set TINY_SHAKESPEARE")
@@ -68,7 +72,9 @@ def main() -> None:
     except ValueError as e:
         print(f"(cl100k_base skipped: {e})")
 
-    print("\n| tokenizer | vocab | chars/token (val) | chars/token (all) | encode MB/s (1 thread) | encode MB/s (batch) |")
+    print(
+        "\n| tokenizer | vocab | chars/token (val) | chars/token (all) | encode MB/s (1 thread) | encode MB/s (batch) |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for name, tok in tokenizers.items():
         cpt_val = len(val) / len(tok.encode(val))
@@ -79,8 +85,10 @@ def main() -> None:
 
     tok = tokenizers["bpe-4096"]
     seconds = best_time(lambda: bpe_encode_reference(text, tok.merges, tok.pattern), 1)
-    print(f"\nreference Python encoder, bpe-4096: {mb / seconds:.2f} MB/s "
-          f"(same ids as tiktoken: {bpe_encode_reference(text, tok.merges, tok.pattern) == tok.encode(text)})")  # fmt: skip
+    print(
+        f"\nreference Python encoder, bpe-4096: {mb / seconds:.2f} MB/s "
+        f"(same ids as tiktoken: {bpe_encode_reference(text, tok.merges, tok.pattern) == tok.encode(text)})"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ dropout schedule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import lightning as L
 import torch.nn as nn
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ThroughputMonitor
+
+from gpt.files import atomic_write
 
 
 def _sequences(batch: Any) -> int:
@@ -56,13 +59,29 @@ class JSONLinesWriter(BasePredictionWriter):
         return self.path if trainer.world_size == 1 else self.path.with_suffix(f".rank{trainer.global_rank}.jsonl")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._file(trainer).parent.mkdir(parents=True, exist_ok=True)
-        self._file(trainer).write_text("", encoding="utf-8")  # a new run starts a new file
+        path = self._file(trainer)
+        if path.is_dir():
+            raise ValueError(
+                f"the JSON-lines writer's path {str(path)!r} is a folder; give a file name, e.g. {path}/samples.jsonl"
+            )
+        # Written beside the target and renamed over it when predict ends: a run that fails
+        # leaves the previous file as it was, and a reader never sees half a run.
+        self._files = contextlib.ExitStack()
+        self._out = self._files.enter_context(atomic_write(path, "w", encoding="utf-8"))
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
-        with self._file(trainer).open("a", encoding="utf-8") as f:
-            for record in prediction:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
+        for record in prediction:
+            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._files.close()  # the finished file takes the target's name
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        files = getattr(self, "_files", None)
+        if files is not None:
+            files.__exit__(type(exception), exception, exception.__traceback__)  # the unfinished file is deleted
 
 
 class DropoutSchedule(Callback):
@@ -92,7 +111,9 @@ class DropoutSchedule(Callback):
         self.dropouts = [m for m in pl_module.modules() if isinstance(m, nn.Dropout)]
         self.attentions = [m for m in pl_module.modules() if isinstance(getattr(m, "dropout", None), float)]
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         p = self.value(trainer.global_step)
         for module in self.dropouts:
             module.p = p

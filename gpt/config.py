@@ -4,13 +4,17 @@ Names follow GPT-2 and nanoGPT: n_layer blocks, n_head attention heads, n_embd w
 block_size tokens of context. `arch` picks a model from the teaching sequence (bigram ->
 one attention head -> several heads -> transformer blocks -> GPT); the options after it
 (positions, MLP, norm, biases, tying) shape the GPT and are GPT-2's by default.
+
+GPTConfig is the one place these settings are typed and documented: the LightningModule
+takes them as keyword arguments and passes them on, so `--model.n_layer` on the command
+line, `n_layer:` in a YAML config and `--help` all come from here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 Arch = Literal["bigram", "head", "multi_head", "blocks", "gpt"]
 Pos = Literal["learned", "rope"]
@@ -20,37 +24,106 @@ Norm = Literal["layernorm", "rmsnorm"]
 ARCHS: tuple[str, ...] = Arch.__args__
 CHOICES: dict[str, tuple[str, ...]] = {"arch": ARCHS, "pos": Pos.__args__, "mlp": Mlp.__args__, "norm": Norm.__args__}
 
+# GPT-2 small: the value of every field that neither the caller nor the preset sets.
+GPT2_SMALL: dict[str, Any] = dict(
+    vocab_size=50257,
+    block_size=1024,
+    n_layer=12,
+    n_head=12,
+    n_embd=768,
+    dropout=0.0,
+    arch="gpt",
+    pos="learned",
+    mlp="gelu",
+    norm="layernorm",
+    bias=True,
+    qkv_bias=None,
+    tie_weights=True,
+    rope_base=10000.0,
+    causal=True,
+)
+
+# Named sizes as data, each what it changes from GPT-2 small: OpenAI's published GPT-2
+# sizes (vocab 50257, context 1024) and nanoGPT's Shakespeare "baby GPT".
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2": {},
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
+    "baby": dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False),
+}
+
 # The options that only the GPT reads, at their GPT-2 values.
-GPT_DEFAULTS = {"pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True}
+GPT_ONLY = {"pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True}
 
 
 @dataclass(frozen=True)
 class GPTConfig:
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    arch: Arch = "gpt"
-    pos: Pos = "learned"  # learned position embeddings (GPT-2) or rotary (RoPE, LLaMA)
-    mlp: Mlp = "gelu"  # GELU with the tanh approximation, as GPT-2 was trained
-    norm: Norm = "layernorm"
-    bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
-    qkv_bias: Optional[bool] = None  # bias on the query/key/value projection; None: same as bias
-    tie_weights: bool = True  # the LM head reuses the token embedding (Press & Wolf, 2017)
-    rope_base: float = 10000.0  # RoPE's theta: wavelengths from 2*pi to about base * 2*pi
-    causal: bool = True  # attend to earlier positions only (next-token prediction); False: both ways (masked LM)
+    """A model: a preset, and any field given beside it.
+
+    A field left unset (None) takes the preset's value, or without a preset GPT-2 small's,
+    when the config is made; from then on every field holds its value (qkv_bias may stay
+    None, which means "as bias").
+
+        GPTConfig(preset="baby", n_layer=4)    # nanoGPT's baby GPT, 4 layers deep
+
+    Args:
+        preset: A named size: gpt2, gpt2-medium, gpt2-large, gpt2-xl (OpenAI's GPT-2), or baby
+            (nanoGPT's Shakespeare model: 6 layers x 384 wide, 6 heads, context 256, dropout 0.2,
+            no biases). Unset: GPT-2 small.
+        vocab_size: Tokens in the vocabulary (GPT-2: 50257). main.py takes it from the tokenizer.
+        block_size: Longest context the model reads, in tokens (GPT-2: 1024).
+        n_layer: Transformer blocks (GPT-2 small: 12).
+        n_head: Attention heads per block (GPT-2 small: 12).
+        n_embd: Width of the residual stream (GPT-2 small: 768).
+        dropout: Dropout probability in the embeddings, attention and MLP (GPT-2: 0.0 here).
+        arch: Which model: bigram, head, multi_head, blocks (the teaching sequence) or gpt.
+        pos: gpt: learned position embeddings (GPT-2) or rope (rotary, LLaMA).
+        mlp: gpt: gelu (GPT-2, tanh approximation), relu, or swiglu (LLaMA).
+        norm: gpt: layernorm (GPT-2) or rmsnorm (LLaMA).
+        bias: Biases in Linear layers and LayerNorms (GPT-2: true).
+        qkv_bias: Bias on the query/key/value projection (unset: as bias).
+        tie_weights: The LM head reuses the token embedding matrix (GPT-2: true).
+        rope_base: RoPE's theta: wavelengths from 2 pi to about base x 2 pi (10000).
+        causal: Attend to earlier positions only (next-token prediction); false: both ways
+            (masked LM). The LightningModule sets it from its objective.
+    """
+
+    preset: str | None = None
+    vocab_size: int | None = None
+    block_size: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    dropout: float | None = None
+    arch: Arch | None = None
+    pos: Pos | None = None
+    mlp: Mlp | None = None
+    norm: Norm | None = None
+    bias: bool | None = None
+    qkv_bias: bool | None = None
+    tie_weights: bool | None = None
+    rope_base: float | None = None
+    causal: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; known presets: {', '.join(PRESETS)}")
+        for name, value in (GPT2_SMALL | PRESETS[self.preset or "gpt2"]).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: filled once, when made
+        self.check()
+
+    def check(self) -> None:
+        """Refuse settings no model can be built from, naming the value."""
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        gpt_options = {k: getattr(self, k) for k, default in GPT_DEFAULTS.items() if getattr(self, k) != default}
+        gpt_options = {k: getattr(self, k) for k, default in GPT_ONLY.items() if getattr(self, k) != default}
         if self.arch != "gpt" and gpt_options:
             raise ValueError(
                 f"{', '.join(f'{k}={v}' for k, v in gpt_options.items())}: options of arch 'gpt'; the teaching "
@@ -90,30 +163,4 @@ class GPTConfig:
         return 4 * self.n_embd
 
 
-# Published GPT-2 sizes (vocab 50257, context 1024) and nanoGPT's Shakespeare "baby GPT".
-PRESETS: dict[str, GPTConfig] = {
-    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),
-    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
-    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
-    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
-    "baby": GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False),
-}
-
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GPTConfig))
-
-
-def preset(name: Optional[str] = None, **overrides) -> GPTConfig:
-    """A named preset (None: GPTConfig's defaults, GPT-2 small) with fields replaced:
-    `preset("gpt2", vocab_size=65)`. Overrides that are None keep the preset's value."""
-    if name is not None and name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    unknown = set(overrides) - set(FIELDS)
-    if unknown:
-        raise ValueError(f"unknown GPTConfig fields: {', '.join(sorted(unknown))}; known: {', '.join(FIELDS)}")
-    base = PRESETS[name] if name is not None else GPTConfig()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def config_from_hparams(hparams: dict) -> GPTConfig:
-    """The GPTConfig of a LitGPT checkpoint's hyper_parameters (preset plus overrides)."""
-    return preset(hparams.get("preset"), **{k: hparams[k] for k in FIELDS if k in hparams})

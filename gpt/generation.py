@@ -17,8 +17,9 @@ Plain torch, no Lightning.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import TextIO
 
 import torch
 import torch.nn as nn
@@ -26,10 +27,10 @@ import torch.nn as nn
 from gpt.layers import KVCache
 from gpt.tokenizers import Tokenizer
 
+SEPARATOR = "-" * 40  # printed after each sample
 
-def check_sampling_args(
-    max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float] = None
-) -> None:
+
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None = None) -> None:
     """Refuse bad settings before any work is done."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -44,9 +45,9 @@ def check_sampling_args(
 def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick one id per row from logits (B, vocab_size) -> (B, 1)."""
     if temperature == 0:
@@ -72,9 +73,9 @@ def generate_tokens(
     idx: torch.Tensor,
     max_new_tokens: int,
     temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield max_new_tokens ids (B, 1), one step at a time, continuing idx (B, T).
@@ -101,7 +102,7 @@ def generate_tokens(
                 if cache.pos + pending.size(1) > block_size:  # full: shift the context
                     cache.pos = 0
                     pending = seq[:, -(block_size // 2) :]
-                logits = model(pending, cache)[:, -1, :]
+                logits = model(pending, cache=cache)[:, -1, :]
             next_id = sample_next(logits, temperature, top_k, top_p, generator)
         # Either path reads at most the last block_size tokens: keep no more than that.
         seq = torch.cat((seq[:, max(0, seq.size(1) - block_size + 1) :], next_id), dim=1)
@@ -114,9 +115,9 @@ def generate(
     idx: torch.Tensor,
     max_new_tokens: int,
     temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> torch.Tensor:
     """Append max_new_tokens sampled ids to idx (B, T) and return (B, T + max_new_tokens)."""
@@ -129,15 +130,33 @@ def generate(
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Everything that steers sampling, checked when made: bad values fail before any work."""
+    """How predict samples, checked when made: a bad value fails before any work.
+
+    Args:
+        max_new_tokens: Tokens to write after the prompt (0 or more).
+        temperature: 0 picks the most likely token; below 1 sharper, above 1 flatter.
+        top_k: Sample among the k most likely tokens only (unset: all). A masked model shows
+            this many candidates for each <|mask|> (unset: 5).
+        top_p: Sample among the fewest most likely tokens whose probabilities add up to
+            top_p (nucleus sampling; unset: all).
+        stop: Strings that end a sample (it stops before them).
+        stop_at_eot: End a sample at the tokenizer's <|endoftext|> token.
+        seed: Seed of the sampler: the same seed and settings give the same text.
+        kv_cache: Keep past keys and values instead of recomputing the context at every
+            token (GPT only; the teaching models always recompute).
+        stream: Print each sample as it is written, one at a time; off: prompts of one
+            token length are drawn as one batch and each is printed when done.
+    """
 
     max_new_tokens: int = 500
     temperature: float = 0.8
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    stop: tuple[str, ...] = ()  # a sample ends before the first of these strings
-    stop_at_eot: bool = True  # a sample ends at the tokenizer's <|endoftext|>
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    stop_at_eot: bool = True
+    seed: int = 1337
     kv_cache: bool = True
+    stream: bool = True
 
     def __post_init__(self) -> None:
         check_sampling_args(self.max_new_tokens, self.temperature, self.top_k, self.top_p)
@@ -148,12 +167,12 @@ class SamplingSettings:
 
 @dataclass
 class Completion:
-    prompt: Optional[str]  # None: the sample started from <|endoftext|> or a newline
+    prompt: str | None  # None: the sample started from <|endoftext|> or a newline
     text: str  # what the model wrote after the prompt
     finish: str  # "stop" (a stop string), "eot" (<|endoftext|>) or "length" (max_new_tokens)
 
 
-def start_ids(tokenizer: Tokenizer, prompt: Optional[str]) -> tuple[list[int], str]:
+def start_ids(tokenizer: Tokenizer, prompt: str | None) -> tuple[list[int], str]:
     """The ids a prompt encodes to, and the text shown for it. No prompt: start after
     <|endoftext|> (shown as nothing), or after a newline when the tokenizer has no such
     token (as nanoGPT's Shakespeare samples)."""
@@ -184,7 +203,7 @@ class TextStream:
         self.tokenizer, self.stop = tokenizer, stop
         self.pending: list[int] = []  # ids whose text ends inside a character, not decoded yet
         self.text, self.released = "", 0
-        self.finish: Optional[str] = None
+        self.finish: str | None = None
 
     def push(self, token: int) -> None:
         self.pending.append(token)
@@ -222,10 +241,10 @@ class TextStream:
 def complete(
     model: nn.Module,
     tokenizer: Tokenizer,
-    prompts: list[Optional[str]],
+    prompts: list[str | None],
     settings: SamplingSettings,
-    generator: Optional[torch.Generator] = None,
-    on_text: Optional[Callable[[int, str], None]] = None,
+    generator: torch.Generator | None = None,
+    on_text: Callable[[int, str], None] | None = None,
 ) -> list[Completion]:
     """Continue every prompt; all of them sample as one batch, so give prompts of one token
     length (or one prompt). on_text(row, text) is called with each piece of a sample's text
@@ -237,8 +256,8 @@ def complete(
     idx = torch.tensor(encoded, dtype=torch.long, device=device)
     streams = [TextStream(tokenizer, settings.stop) for _ in prompts]
     eot = tokenizer.eot_id if settings.stop_at_eot else None
-    steps = generate_tokens(model, idx, settings.max_new_tokens, settings.temperature, settings.top_k,
-                            settings.top_p, generator, settings.kv_cache)  # fmt: skip
+    s = settings
+    steps = generate_tokens(model, idx, s.max_new_tokens, s.temperature, s.top_k, s.top_p, generator, s.kv_cache)
     for next_ids in steps:
         for row, (stream, token) in enumerate(zip(streams, next_ids[:, 0].tolist())):
             if stream.finish is not None:
@@ -258,3 +277,48 @@ def complete(
             on_text(row, stream.release())
         out.append(Completion(prompt, stream.text, stream.finish))
     return out
+
+
+def write_to(out: TextIO) -> Callable[[int, str], None]:
+    """An on_text for complete(): each piece of text to `out` at once."""
+
+    def write(row: int, text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    return write
+
+
+def complete_many(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: list[str | None],
+    settings: SamplingSettings,
+    generator: torch.Generator | None = None,
+    out: TextIO | None = None,
+) -> list[Completion]:
+    """Continue each prompt (None: no prompt); results in input order, every prompt checked
+    before any sampling. Without settings.stream, prompts of one token length sample as
+    one batch and are written to `out` (if given) at the end; with it, one at a time, each
+    written as it is produced. A sample is written as its prompt, its text and a line of
+    dashes."""
+    starts = [start_ids(tokenizer, p) for p in prompts]  # (ids, text shown): encodes, so checks, every prompt
+    groups: dict[int, list[int]] = {}
+    for i, (ids, _) in enumerate(starts):
+        groups.setdefault(i if settings.stream else len(ids), []).append(i)
+    stream_to = out if settings.stream else None
+    results: list[Completion | None] = [None] * len(prompts)
+    for rows in groups.values():
+        if stream_to is not None:  # a group of one: its prompt, then its text piece by piece
+            stream_to.write(starts[rows[0]][1])
+        on_text = write_to(stream_to) if stream_to is not None else None
+        batch = complete(model, tokenizer, [prompts[i] for i in rows], settings, generator, on_text)
+        for i, result in zip(rows, batch):
+            results[i] = result
+        if stream_to is not None:
+            stream_to.write(f"\n{SEPARATOR}\n")
+            stream_to.flush()
+    if out is not None and stream_to is None:
+        out.write("".join(f"{shown}{result.text}\n{SEPARATOR}\n" for (_, shown), result in zip(starts, results)))
+        out.flush()
+    return results

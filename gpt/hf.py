@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from gpt.config import GPTConfig, config_from_hparams
+from gpt.checkpoint import load_model
+from gpt.config import GPTConfig
+from gpt.files import write_bytes, write_text
 from gpt.model import GPT
-from gpt.tokenizers import tokenizer_from_state
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal masks that older files saved; not weights
@@ -34,7 +36,7 @@ PREFIX = "transformer."  # GPT2LMHeadModel's files have it; GPT2Model's (the Hub
 # ---- reading a checkpoint
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The tensors, in Hugging Face's layout, and config.json when there is one.
 
     path: a folder with model.safetensors, model.safetensors.index.json (shards) or
@@ -52,7 +54,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional
                 path = path / name
                 break
         else:
-            raise FileNotFoundError(f"{folder} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+            raise FileNotFoundError(
+                f"{folder} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+            )
     if path.name.endswith(".index.json"):
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         state = {k: v for shard in shards for k, v in load_file(folder / shard).items()}
@@ -79,14 +83,20 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         if value not in allowed:
             raise ValueError(f"config.json has {key}={value!r}; our GPT supports {' or '.join(map(repr, allowed))}")
     return GPTConfig(
-        vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-        n_embd=hf["n_embd"], dropout=0.0, tie_weights=hf.get("tie_word_embeddings", True),
-    )  # fmt: skip
+        vocab_size=hf["vocab_size"],
+        block_size=hf["n_positions"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=hf["n_embd"],
+        dropout=0.0,
+        tie_weights=hf.get("tie_word_embeddings", True),
+    )
 
 
 def check_gpt2_layout(config: GPTConfig) -> None:
-    """Hugging Face's GPT-2 has learned positions, GELU, LayerNorm and biases everywhere."""
+    """Hugging Face's GPT-2 is causal, with learned positions, GELU, LayerNorm and biases everywhere."""
     gpt2 = {"arch": "gpt", "pos": "learned", "mlp": "gelu", "norm": "layernorm", "bias": True, "attn_bias": True}
+    gpt2["causal"] = True
     different = {k: getattr(config, k) for k, v in gpt2.items() if getattr(config, k) != v}
     if different:
         settings = ", ".join(f"{k}={v}" for k, v in different.items())
@@ -109,11 +119,19 @@ def load_hf(model: GPT, path: str | Path) -> None:
     if hf_config is not None:
         theirs = config_from_hf(hf_config)
         if theirs.n_head != config.n_head:  # the one size the tensor shapes do not show
-            raise ValueError(f"the checkpoint's config.json has n_head {theirs.n_head} but the model has {config.n_head}")
+            raise ValueError(
+                f"the checkpoint's config.json has n_head {theirs.n_head} but the model has {config.n_head}"
+            )
     if "wpe.weight" in state and state["wpe.weight"].size(0) > config.block_size:
         state["wpe.weight"] = state["wpe.weight"][: config.block_size]
-    if "lm_head.weight" in state and config.tie_weights and not torch.equal(state["lm_head.weight"], state.get("wte.weight")):
-        raise ValueError("the checkpoint's lm_head.weight differs from its wte.weight: set tie_weights false to load it")
+    if (
+        "lm_head.weight" in state
+        and config.tie_weights
+        and not torch.equal(state["lm_head.weight"], state.get("wte.weight"))
+    ):
+        raise ValueError(
+            "the checkpoint's lm_head.weight differs from its wte.weight: set tie_weights false to load it"
+        )
     if not config.tie_weights and "lm_head.weight" not in state:
         state["lm_head.weight"] = state.get("wte.weight")  # a tied checkpoint into an untied model: start tied
     expected = hf_state_dict(model)
@@ -128,7 +146,7 @@ def load_hf(model: GPT, path: str | Path) -> None:
     extra = sorted(set(state) - set(expected) - {"lm_head.weight"})
     if extra:
         raise ValueError(f"the checkpoint has {extra[0]}, which the model lacks ({describe_sizes(config)})")
-    ours = {to_ours(name): from_hf_layout(name, state[name]) for name in expected}
+    ours = {with_prefix(name): transpose_conv1d(name, state[name]) for name in expected}
     model.load_state_dict(ours, strict=False)  # tied: lm_head.weight is wte.weight
 
 
@@ -143,18 +161,24 @@ def from_hf(path: str | Path, **overrides) -> GPT:
 
 
 def describe_sizes(config: GPTConfig) -> str:
-    return (f"vocab_size {config.vocab_size}, block_size {config.block_size}, n_layer {config.n_layer}, "
-            f"n_embd {config.n_embd}")  # fmt: skip
+    return (
+        f"vocab_size {config.vocab_size}, block_size {config.block_size}, n_layer {config.n_layer}, "
+        f"n_embd {config.n_embd}"
+    )
 
 
 # ---- out of our GPT
 
 
-def to_ours(hf_name: str) -> str:
-    return hf_name if hf_name == "lm_head.weight" else PREFIX + hf_name
+def with_prefix(name: str) -> str:
+    """The name in GPT2LMHeadModel's files, which is also our GPT's: "transformer." before
+    every tensor but the LM head."""
+    return name if name == "lm_head.weight" else PREFIX + name
 
 
-def from_hf_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
+def transpose_conv1d(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's Conv1D weights are stored (in, out), nn.Linear's (out, in): transpose
+    the four projection matrices, either way (a transpose is its own inverse)."""
     return tensor.t() if name.endswith(CONV1D) else tensor
 
 
@@ -166,29 +190,41 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
         if name == "lm_head.weight" and model.config.tie_weights:
             continue
         hf_name = name.removeprefix(PREFIX)
-        out[hf_name] = from_hf_layout(hf_name, tensor)  # a transpose is its own inverse
+        out[hf_name] = transpose_conv1d(hf_name, tensor)
     return out
 
 
-def hf_config(config: GPTConfig, eos_token_id: Optional[int] = None) -> dict[str, Any]:
+def hf_config(config: GPTConfig, eos_token_id: int | None = None) -> dict[str, Any]:
     """config.json for GPT2LMHeadModel."""
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": config.vocab_size,
-        "n_positions": config.block_size, "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
-        "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-        "tie_word_embeddings": config.tie_weights, "bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
-    }  # fmt: skip
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "tie_word_embeddings": config.tie_weights,
+        "bos_token_id": eos_token_id,
+        "eos_token_id": eos_token_id,
+    }
 
 
-def save_hf(model: GPT, out_dir: str | Path, eos_token_id: Optional[int] = None) -> Path:
-    """Write model.safetensors and config.json that GPT2LMHeadModel.from_pretrained reads."""
+def save_hf(model: GPT, out_dir: str | Path, eos_token_id: int | None = None) -> Path:
+    """Write model.safetensors and config.json that GPT2LMHeadModel.from_pretrained reads,
+    each atomically."""
     check_gpt2_layout(model.config)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {PREFIX + k if k != "lm_head.weight" else k: v.detach().cpu().contiguous() for k, v in hf_state_dict(model).items()}
-    save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(hf_config(model.config, eos_token_id), indent=2) + "\n")
+    tensors = {with_prefix(k): v.detach().cpu().contiguous() for k, v in hf_state_dict(model).items()}
+    write_bytes(out_dir / "model.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"}))
+    write_text(out_dir / "config.json", json.dumps(hf_config(model.config, eos_token_id), indent=2) + "\n")
     return out_dir
 
 
@@ -199,12 +235,10 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
         ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt).
         out_dir: Folder for model.safetensors and config.json.
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    model = GPT(config_from_hparams(checkpoint["hyper_parameters"]))
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    eot = tokenizer_from_state(checkpoint["tokenizer"]).eot_id if "tokenizer" in checkpoint else None
-    save_hf(model, out_dir, eos_token_id=eot)
+    model, tokenizer = load_model(ckpt_path)
+    if not isinstance(model, GPT):
+        raise ValueError(f"{ckpt_path!r} holds a teaching model (arch {model.config.arch!r}); only arch gpt exports")
+    save_hf(model, out_dir, eos_token_id=tokenizer.eot_id if tokenizer is not None else None)
     print(f"wrote {out_dir}/model.safetensors and config.json ({model.num_params():,} parameters)")
 
 

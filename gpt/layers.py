@@ -6,7 +6,7 @@ Plain torch, no Lightning.
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -56,8 +56,8 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, batch_size: int):
         self.shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.keys: list[Optional[torch.Tensor]] = [None] * config.n_layer
-        self.values: list[Optional[torch.Tensor]] = [None] * config.n_layer
+        self.keys: list[torch.Tensor | None] = [None] * config.n_layer
+        self.values: list[torch.Tensor | None] = [None] * config.n_layer
         self.capacity = config.block_size
         self.pos = 0
 
@@ -75,24 +75,23 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
-# ---- which keys each query may see
+# ---- which keys each query may see, and the rest of what attention needs besides x
 
 
-Mask = tuple[Optional[torch.Tensor], bool]  # (attn_mask, is_causal) for scaled_dot_product_attention
+def sdpa_mask(
+    T: int, past: int, causal: bool, attention_mask: torch.Tensor | None = None, device=None
+) -> tuple[torch.Tensor | None, bool]:
+    """scaled_dot_product_attention's (attn_mask, is_causal) for queries at positions
+    past..past+T-1 over keys 0..past+T-1.
 
-
-def attention_mask(
-    T: int, past: int, causal: bool, real: Optional[torch.Tensor] = None, device=None
-) -> Mask:
-    """What queries at positions past..past+T-1 may attend to, over keys 0..past+T-1.
-
-    real (B, T) marks the tokens that are not padding (no cache then): no query sees a
-    padding key, and every row keeps its first, real, key. Otherwise causal attention is
-    SDPA's is_causal at prefill; one new token sees every cached key (no mask); several
-    new tokens see the cached keys and the new ones up to their own.
+    attention_mask (B, T), True at real tokens and False at padding (Hugging Face's
+    attention_mask; no cache then): no query sees a padding key, and every row keeps its
+    first, real, key. Otherwise causal attention is SDPA's is_causal at prefill; one new
+    token sees every cached key (no mask); several new tokens see the cached keys and the
+    new ones up to their own.
     """
-    if real is not None:
-        mask = real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    if attention_mask is not None:
+        mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
         if causal:
             mask = mask & torch.ones(T, T, dtype=torch.bool, device=device).tril()
         return mask, False
@@ -103,6 +102,17 @@ def attention_mask(
     if T == 1:
         return None, False
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(past), False
+
+
+@dataclass
+class AttentionContext:
+    """What every layer's attention needs besides x, made once per forward by the model:
+    RoPE's angles for these positions, which keys each query may see, and the KV cache."""
+
+    rope: Rope | None = None
+    mask: torch.Tensor | None = None  # SDPA's attn_mask: True where a query may see a key
+    is_causal: bool = True  # SDPA's is_causal: the mask is the lower triangle (no mask given then)
+    cache: KVCache | None = None
 
 
 # ---- attention, built up as the literature does
@@ -119,7 +129,7 @@ class Head(nn.Module):
         self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size, dtype=torch.bool)), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         T = x.size(1)
         q, k, v = self.query(x), self.key(x), self.value(x)  # (B, T, head_size) each
         if rope is not None:
@@ -132,7 +142,8 @@ class Head(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """n_head explicit heads side by side, concatenated and projected back to n_embd."""
+    """n_head explicit heads side by side, concatenated and projected back to n_embd.
+    Causal, with no KV cache and no padding mask: the teaching models need neither."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -143,7 +154,8 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        rope = ctx.rope if ctx is not None else None
         y = torch.cat([head(x, rope) for head in self.heads], dim=-1)
         return self.dropout(self.proj(y))
 
@@ -151,10 +163,12 @@ class MultiHeadAttention(nn.Module):
 class CausalSelfAttention(nn.Module):
     """The same function as MultiHeadAttention, fused: one matmul makes every head's
     queries, keys and values, and scaled_dot_product_attention runs all heads at once
-    (flash attention on a GPU)."""
+    (flash attention on a GPU). layer_idx is its place in the stack: where its keys and
+    values go in a KV cache."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
+        self.layer_idx = layer_idx
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
@@ -164,30 +178,22 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: Optional[Rope] = None,
-        cache: Optional[KVCache] = None,
-        layer: int = 0,
-        mask: Optional[Mask] = None,
-    ) -> torch.Tensor:
-        """mask: attention_mask()'s, made once per forward by the model (else made here)."""
+    def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        """x (B, T, n_embd); ctx: made by the model once per forward (without one: causal
+        or not as the config says, no RoPE, no cache)."""
+        ctx = ctx or AttentionContext(is_causal=self.causal)
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
-        past = cache.pos if cache is not None else 0
-        attn_mask, is_causal = mask or attention_mask(T, past, self.causal, device=x.device)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        if ctx.rope is not None:
+            q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+        if ctx.cache is not None:
+            k, v = ctx.cache.append(self.layer_idx, k, v)  # this layer's keys and values so far
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, dropout_p=dropout_p, is_causal=ctx.is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         return self.resid_dropout(self.c_proj(y))
 
@@ -238,23 +244,14 @@ def make_norm(config: GPTConfig) -> nn.Module:
 class Block(nn.Module):
     """Transformer block, pre-norm: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: GPTConfig, attn: Optional[nn.Module] = None):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0, attn: nn.Module | None = None):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = attn if attn is not None else CausalSelfAttention(config)
+        self.attn = attn if attn is not None else CausalSelfAttention(config, layer_idx)
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: Optional[Rope] = None,
-        cache: Optional[KVCache] = None,
-        layer: int = 0,
-        mask: Optional[Mask] = None,
-    ) -> torch.Tensor:
-        # The explicit heads (teaching models) keep no cache and see no padding.
-        attn_args = (rope,) if cache is None and mask is None else (rope, cache, layer, mask)
-        x = x + self.attn(self.ln_1(x), *attn_args)  # tokens talk to each other
+    def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), ctx)  # tokens talk to each other
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x

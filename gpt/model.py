@@ -8,39 +8,49 @@
     gpt         + GPT-2's choices: GELU, tied embeddings, GPT-2's initialisation, fused
                   attention; and the modern options RoPE, SwiGLU, RMSNorm
 
-Each maps ids (B, T) to logits (B, T, vocab_size), so one LightningModule trains them all.
-Plain torch, no Lightning: the models can be used, tested and exported on their own.
+Every model has one forward: `model(idx, *, cache=None, attention_mask=None)` maps ids
+(B, T) to logits (B, T, vocab_size), so one LightningModule trains them all and one
+sampling loop draws from them all. Plain torch, no Lightning: the models can be used,
+tested and exported on their own.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.layers import Block, Head, KVCache, MultiHeadAttention, attention_mask, make_norm, rope_cache
+from gpt.layers import AttentionContext, Block, Head, KVCache, MultiHeadAttention, make_norm, rope_cache, sdpa_mask
 
 
 class LanguageModel(nn.Module):
-    """What every model shares: its config, the context check, parameter and FLOP counts.
+    """What every model shares: its config, its inputs' checks, parameter and FLOP counts.
 
-    forward(idx, real) maps ids (B, T) to logits (B, T, vocab_size). real marks the tokens
-    that are not padding; padding comes after them, so the causal teaching models, which
-    never look ahead, need no mask and ignore it.
+    forward(idx, *, cache=None, attention_mask=None): ids (B, T) -> logits (B, T, vocab_size).
+    cache: a KVCache to continue, for models that support one (supports_kv_cache).
+    attention_mask (B, T): True at real tokens, False at padding (Hugging Face's name).
+    Padding comes after the real tokens, so the causal teaching models, which never look
+    ahead, need no mask and ignore it.
     """
 
-    attention_layers = 0  # layers that attend over the context, for the FLOP count
-    supports_kv_cache = False  # forward(idx, cache) continues a sequence from a KVCache
+    supports_kv_cache = False  # forward(idx, cache=...) continues a sequence from a KVCache
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
 
-    def check_length(self, T: int) -> None:
+    @property
+    def attention_layers(self) -> int:
+        """Layers that attend over the context, for the FLOP count: one a block."""
+        return self.config.n_layer
+
+    def check_inputs(self, idx: torch.Tensor, cache: KVCache | None) -> None:
+        if cache is not None and not self.supports_kv_cache:
+            raise ValueError(f"arch {self.config.arch!r} keeps no KV cache; call it without one")
+        T = idx.size(1) + (cache.pos if cache is not None else 0)
         if T > self.config.block_size:
             raise ValueError(
                 f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
@@ -51,7 +61,9 @@ class LanguageModel(nn.Module):
         """Parameters, each shared tensor counted once. non_embedding drops the position
         embeddings (a tied token embedding is also the LM head, so it stays), as nanoGPT
         and GPT-2 report."""
-        return sum(p.numel() for name, p in self.named_parameters() if not (non_embedding and name.endswith("wpe.weight")))
+        return sum(
+            p.numel() for name, p in self.named_parameters() if not (non_embedding and name.endswith("wpe.weight"))
+        )
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward + backward) per token: 6 per weight of every matmul,
@@ -68,16 +80,20 @@ class Bigram(LanguageModel):
         super().__init__(config)
         self.table = nn.Embedding(config.vocab_size, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
-        self.check_length(idx.size(1))
+    @property
+    def attention_layers(self) -> int:
+        return 0
+
+    def forward(
+        self, idx: torch.Tensor, *, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check_inputs(idx, cache)
         return self.table(idx)
 
 
 class AttentionLM(LanguageModel):
     """Token + position embeddings, one attention layer, a linear LM head: arch "head"
     (one head as wide as n_embd) or "multi_head" (n_head heads, concatenated, projected)."""
-
-    attention_layers = 1
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
@@ -90,10 +106,15 @@ class AttentionLM(LanguageModel):
             self.attn = MultiHeadAttention(config)
         self.lm_head = nn.Linear(C, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
-        T = idx.size(1)
-        self.check_length(T)
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+    @property
+    def attention_layers(self) -> int:
+        return 1
+
+    def forward(
+        self, idx: torch.Tensor, *, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check_inputs(idx, cache)
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
         return self.lm_head(self.attn(x))
 
 
@@ -103,7 +124,6 @@ class TransformerLM(LanguageModel):
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
-        self.attention_layers = config.n_layer
         block_config = replace(config, arch="gpt", mlp="relu")  # blocks as the GPT's, with a ReLU MLP
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
@@ -112,10 +132,11 @@ class TransformerLM(LanguageModel):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
-        T = idx.size(1)
-        self.check_length(T)
-        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+    def forward(
+        self, idx: torch.Tensor, *, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check_inputs(idx, cache)
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device)))
         for block in self.h:
             x = block(x)
         return self.lm_head(self.ln_f(x))
@@ -126,9 +147,10 @@ class GPT(LanguageModel):
     learned positions, SwiGLU instead of GELU, RMSNorm instead of LayerNorm, no biases,
     untied embeddings."""
 
+    supports_kv_cache = True
+
     def __init__(self, config: GPTConfig):
         super().__init__(config)
-        self.attention_layers = config.n_layer
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
         if config.pos == "learned":
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
@@ -138,7 +160,7 @@ class GPT(LanguageModel):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         modules["drop"] = nn.Dropout(config.dropout)
-        modules["h"] = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        modules["h"] = nn.ModuleList([Block(config, layer_idx=i) for i in range(config.n_layer)])
         modules["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -161,20 +183,16 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    supports_kv_cache = True
-
     def forward(
-        self, idx: torch.Tensor, cache: Optional[KVCache] = None, real: Optional[torch.Tensor] = None
+        self, idx: torch.Tensor, *, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """idx: (B, T) token ids -> logits (B, T, vocab_size).
-
-        With a cache, idx continues the sequence the cache holds: its tokens take positions
-        cache.pos, cache.pos + 1, ... and attend to the cached keys and values. real (B, T)
-        marks the tokens that are not padding (sequences padded on the right to one length).
-        """
+        """With a cache, idx continues the sequence the cache holds: its tokens take positions
+        cache.pos, cache.pos + 1, ... and attend to the cached keys and values."""
+        self.check_inputs(idx, cache)
+        if cache is not None and attention_mask is not None:
+            raise ValueError("a padding mask with a KV cache is not supported: decode padded prompts without one")
         T = idx.size(1)
         start = cache.pos if cache is not None else 0
-        self.check_length(start + T)
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos == "learned":
@@ -182,17 +200,22 @@ class GPT(LanguageModel):
         else:
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
-        mask = attention_mask(T, start, self.config.causal, real, idx.device)  # once, for every layer
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, i, mask)
+        mask, is_causal = sdpa_mask(T, start, self.config.causal, attention_mask, idx.device)
+        ctx = AttentionContext(rope, mask, is_causal, cache)  # once, for every layer
+        for block in self.transformer.h:
+            x = block(x, ctx)
         if cache is not None:
             cache.pos += T
         return self.lm_head(self.transformer.ln_f(x))
 
 
 MODELS: dict[str, type[LanguageModel]] = {
-    "bigram": Bigram, "head": AttentionLM, "multi_head": AttentionLM, "blocks": TransformerLM, "gpt": GPT,
-}  # fmt: skip
+    "bigram": Bigram,
+    "head": AttentionLM,
+    "multi_head": AttentionLM,
+    "blocks": TransformerLM,
+    "gpt": GPT,
+}
 
 
 def build_model(config: GPTConfig) -> LanguageModel:

@@ -12,13 +12,11 @@ in a moment. Plain torch and jsonargparse, no Lightning.
 from __future__ import annotations
 
 import dataclasses
-import typing
-from typing import Optional
 
 import torch
 from jsonargparse import ArgumentParser
 
-from gpt.config import FIELDS, PRESETS, GPTConfig, preset
+from gpt.config import GPTConfig
 from gpt.model import build_model
 
 # Bytes per parameter while training with AdamW: weights, gradients, and AdamW's two
@@ -45,7 +43,10 @@ def count(config: GPTConfig) -> dict[str, int]:
 def report(config: GPTConfig) -> dict[str, dict[str, int]]:
     """count() with the weights tied and untied (the same model otherwise), and the memory
     each needs, in bytes."""
-    variants = {"tied": dataclasses.replace(config, tie_weights=True), "untied": dataclasses.replace(config, tie_weights=False)}
+    variants = {
+        "tied": dataclasses.replace(config, tie_weights=True),
+        "untied": dataclasses.replace(config, tie_weights=False),
+    }
     if config.arch != "gpt":  # the teaching models have one design, nothing to tie
         variants = {"": config}
     out = {}
@@ -75,10 +76,10 @@ def describe(config: GPTConfig) -> str:
     return text
 
 
-def format_report(config: GPTConfig, name: Optional[str] = None) -> str:
+def format_report(config: GPTConfig) -> str:
     table = report(config)
     columns = list(table)
-    lines = [f"{name or 'GPTConfig defaults'}: {describe(config)}", ""]
+    lines = [f"{config.preset or 'GPTConfig defaults'}: {describe(config)}", ""]
     width = 46
     if columns != [""]:
         lines.append(" " * width + "".join(f"{c:>16}" for c in columns))
@@ -86,7 +87,10 @@ def format_report(config: GPTConfig, name: Optional[str] = None) -> str:
         if key == "weights fp32":
             lines.append("memory (activations not included; they grow with batch x context)")
         values = [table[c][key] for c in columns]
-        cells = [f"{v:,}" if key in ("total", "without position embeddings", "non-embedding") else human_bytes(v) for v in values]
+        cells = [
+            f"{v:,}" if key in ("total", "without position embeddings", "non-embedding") else human_bytes(v)
+            for v in values
+        ]
         lines.append(f"  {key:<{width - 2}}" + "".join(f"{v:>16}" for v in cells))
     lines.append("")
     lines.append("training = weights + gradients + AdamW's m and v: 16 bytes a parameter in fp32 and bf16-mixed")
@@ -95,23 +99,19 @@ def format_report(config: GPTConfig, name: Optional[str] = None) -> str:
 
 
 def parser() -> ArgumentParser:
-    """--preset and one option per GPTConfig field; fields left out come from the preset."""
+    """One option per GPTConfig field (--preset among them), documented as GPTConfig is."""
     p = ArgumentParser(prog="python -m gpt.report", description=__doc__)
-    p.add_argument("--preset", type=Optional[str], default=None, help=f"one of {', '.join(PRESETS)}")
-    hints = typing.get_type_hints(GPTConfig)
-    for field in FIELDS:
-        p.add_argument(f"--{field}", type=Optional[hints[field]], default=None, help="(default: the preset's)")
+    p.add_class_arguments(GPTConfig)
     return p
 
 
-def main(args: Optional[list[str]] = None) -> None:
+def main(args: list[str] | None = None) -> None:
     cfg = parser().parse_args(args)
-    name = cfg.pop("preset")
     try:
-        config = preset(name, **cfg)
+        config = GPTConfig(**cfg.as_dict())
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    print(format_report(config, name))
+    print(format_report(config))
 
 
 if __name__ == "__main__":

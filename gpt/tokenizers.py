@@ -4,7 +4,7 @@ Three kinds behind one interface (`encode`, `decode`, `vocab_size`, `special_tok
 
 - `CharTokenizer`: one id per character of the corpus (65 on Tiny Shakespeare).
 - `TiktokenTokenizer`: a published BPE through tiktoken (`gpt2`, `cl100k_base`, ...).
-- `BPETokenizer`: a byte-level BPE trained here, on your corpus, by `train_bpe`; it
+- `BPETokenizer`: a byte-level BPE trained here, on your corpus (`gpt/bpe.py`); it
   encodes through tiktoken, so it runs at tiktoken's speed.
 
 Every tokenizer turns into a plain dict (`state_dict`) and back (`tokenizer_from_state`).
@@ -20,17 +20,18 @@ No Lightning here.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import os
-import warnings
-from collections import Counter, defaultdict
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Any, Iterable, Literal, Optional, Union
+from typing import Any, Literal
 
 import regex
 import tiktoken
+
+from gpt.bpe import SPLIT_PATTERNS, check_bpe_vocab_size, train_bpe
+from gpt.files import write_text
 
 ENDOFTEXT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -39,20 +40,11 @@ MASK = "<|mask|>"
 # language modelling and variable-length batches.
 SPECIAL_TOKENS = (ENDOFTEXT, PAD, MASK)
 
-# The pre-split patterns of GPT-2 and GPT-4 (tiktoken's r50k_base and cl100k_base). BPE
-# merges happen only inside the pieces they cut, so a token never spans two words, a
-# word and its punctuation, or letters and digits. GPT-4's also keeps numbers to at most
-# three digits and ignores case in English contractions.
-SPLIT_PATTERNS = {
-    "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
-    "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
-}
-
 # tiktoken's "gpt2" is built from two files (vocab.bpe, encoder.json); "r50k_base" holds
 # the very same ranks, pattern and <|endoftext|> id in one file. We always load that one.
 TIKTOKEN_ALIASES = {"gpt2": "r50k_base"}
 
-AllowedSpecial = Union[AbstractSet[str], Literal["all"]]
+AllowedSpecial = Set[str] | Literal["all"]
 
 
 class Tokenizer:
@@ -70,7 +62,7 @@ class Tokenizer:
         return {}
 
     @property
-    def eot_id(self) -> Optional[int]:
+    def eot_id(self) -> int | None:
         """The id of <|endoftext|>, which separates documents, or None."""
         return self.special_tokens.get(ENDOFTEXT)
 
@@ -128,7 +120,7 @@ class CharTokenizer(Tokenizer):
         self._itos = list(chars) + list(self._special)
 
     @classmethod
-    def from_text(cls, text: str, special_tokens: Iterable[str] = ()) -> "CharTokenizer":
+    def from_text(cls, text: str, special_tokens: Iterable[str] = ()) -> CharTokenizer:
         return cls("".join(sorted(set(text))), special_tokens)
 
     @property
@@ -203,191 +195,14 @@ def load_tiktoken(name: str) -> tiktoken.Encoding:
         ) from None
 
 
-class TiktokenTokenizer(Tokenizer):
-    """A published byte-level BPE (GPT-2's, GPT-4's, ...) through tiktoken.
+class TiktokenBacked(Tokenizer):
+    """A tokenizer that encodes and decodes through a tiktoken.Encoding: what the published
+    encodings and our trained BPE share."""
 
-    `gpt2` is served by `r50k_base`: the same 50,257 ids from a single file.
-    """
-
-    kind = "tiktoken"
-
-    def __init__(self, encoding: str = "gpt2"):
-        self.encoding = encoding
-        self.enc = load_tiktoken(encoding)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.enc.n_vocab
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return {s: self.enc.encode_single_token(s) for s in self.enc.special_tokens_set}
-
-    def encode(self, text: str, allowed_special: AllowedSpecial = frozenset()) -> list[int]:
-        return self.enc.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.enc.decode(ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "encoding": self.encoding}
-
-    def __repr__(self) -> str:
-        return f"TiktokenTokenizer({self.encoding!r}, vocab_size={self.vocab_size})"
-
-
-# --------------------------------------------------------------------------- our BPE
-
-
-def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every occurrence of `pair` in `ids` with `new_id`, left to right."""
-    out = []
-    i, n = 0, len(ids)
-    while i < n:
-        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def train_bpe(texts: Iterable[str], num_merges: int, pattern: str) -> list[tuple[int, int]]:
-    """Learn `num_merges` byte-pair merges from `texts`; merge i makes token 256 + i.
-
-    1. Pre-split the text with `pattern` and count the distinct pieces: a word that occurs
-       a thousand times is stored once, with weight 1000.
-    2. Count adjacent pairs of ids over the distinct pieces, weighted by frequency, and
-       remember which pieces hold each pair.
-    3. Repeatedly merge the most frequent pair (ties: the smaller pair, so training is
-       deterministic). Only the pieces that hold it change; their pair counts are
-       updated in place rather than recounted over the whole corpus.
-
-    A max-heap of (count, pair) finds the most frequent pair; entries whose count has
-    changed since they were pushed are stale and skipped when popped.
-    """
-    split = regex.compile(pattern)
-    piece_counts: Counter[str] = Counter()
-    for text in texts:
-        piece_counts.update(split.findall(text))
-    words = [list(piece.encode("utf-8")) for piece in piece_counts]
-    freqs = list(piece_counts.values())
-
-    pair_counts: defaultdict[tuple[int, int], int] = defaultdict(int)
-    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
-    for w, (ids, f) in enumerate(zip(words, freqs)):
-        for pair in zip(ids, ids[1:]):
-            pair_counts[pair] += f
-            where[pair].add(w)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
-    heapq.heapify(heap)
-
-    # Two merges that spell the same bytes ((a, bc) and (ab, c)) would make one token
-    # twice; tiktoken keys tokens by their bytes, so the second is never learned.
-    token_bytes = [bytes([i]) for i in range(256)]
-    known = set(token_bytes)
-    merges: list[tuple[int, int]] = []
-    while len(merges) < num_merges and heap:
-        neg_count, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -neg_count:
-            continue  # stale entry: this pair's count changed after it was pushed
-        spelled = token_bytes[pair[0]] + token_bytes[pair[1]]
-        if spelled in known:
-            del pair_counts[pair]
-            continue
-        new_id = 256 + len(merges)
-        merges.append(pair)
-        token_bytes.append(spelled)
-        known.add(spelled)
-
-        changed = set()
-        for w in where.pop(pair):
-            ids, f = words[w], freqs[w]
-            new_ids = merge(ids, pair, new_id)
-            if len(new_ids) == len(ids):
-                continue  # the pair left this piece in an earlier merge
-            for p in zip(ids, ids[1:]):
-                pair_counts[p] -= f
-                changed.add(p)
-            for p in zip(new_ids, new_ids[1:]):
-                pair_counts[p] += f
-                where[p].add(w)
-                changed.add(p)
-            words[w] = new_ids
-        pair_counts.pop(pair, None)
-        for p in changed:
-            count = pair_counts.get(p, 0)
-            if count > 0:
-                heapq.heappush(heap, (-count, p))
-            else:
-                pair_counts.pop(p, None)
-    if len(merges) < num_merges:
-        warnings.warn(
-            f"the training text has only {len(merges)} pairs left to merge, fewer than the {num_merges} asked "
-            f"for: the BPE vocabulary is {256 + len(merges)} tokens plus specials"
-        )
-    return merges
-
-
-def bpe_encode_reference(text: str, merges: list[tuple[int, int]], pattern: str) -> list[int]:
-    """The straightforward BPE encoder: within each piece, apply the earliest-learned merge
-    present until none applies. Slow; tests check tiktoken's encoder against it."""
-    rank = {pair: 256 + i for i, pair in enumerate(merges)}
-    out = []
-    for piece in regex.findall(pattern, text):
-        ids = list(piece.encode("utf-8"))
-        while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
-            if pair not in rank:
-                break
-            ids = merge(ids, pair, rank[pair])
-        out.extend(ids)
-    return out
-
-
-class BPETokenizer(Tokenizer):
-    """A byte-level BPE learned by `train_bpe`, encoding through tiktoken.
-
-    Ids 0-255 are the bytes (so any UTF-8 text round-trips), 256 + i is merge i, and the
-    special tokens follow the merges.
-    """
-
-    kind = "bpe"
-
-    def __init__(self, merges: list[tuple[int, int]], pattern: str, special_tokens: Iterable[str] = SPECIAL_TOKENS):
-        self.merges = [tuple(m) for m in merges]
-        self.pattern = pattern
-        token_bytes = [bytes([i]) for i in range(256)]
-        for i, (a, b) in enumerate(self.merges):
-            if not (a < 256 + i and b < 256 + i):
-                raise ValueError(f"BPE merge {i} ({a}, {b}) uses a token that does not exist yet")
-            token_bytes.append(token_bytes[a] + token_bytes[b])
-        n = len(token_bytes)
-        self._special = {s: n + i for i, s in enumerate(special_tokens)}
-        self.enc = tiktoken.Encoding(
-            name=f"bpe-{n + len(self._special)}",
-            pat_str=pattern,
-            mergeable_ranks={t: i for i, t in enumerate(token_bytes)},
-            special_tokens=self._special,
-            explicit_n_vocab=n + len(self._special),
-        )
-
-    @classmethod
-    def train(
-        cls,
-        texts: Iterable[str],
-        vocab_size: int,
-        pattern: str = SPLIT_PATTERNS["gpt4"],
-        special_tokens: Iterable[str] = SPECIAL_TOKENS,
-    ) -> "BPETokenizer":
-        special_tokens = tuple(special_tokens)
-        check_bpe_vocab_size(vocab_size, len(special_tokens))
-        merges = train_bpe(texts, vocab_size - 256 - len(special_tokens), pattern)
-        return cls(merges, pattern, special_tokens)
+    def __init__(self, enc: tiktoken.Encoding):
+        self.enc = enc
+        specials = ((s, enc.encode_single_token(s)) for s in enc.special_tokens_set)
+        self._special = dict(sorted(specials, key=lambda item: item[1]))  # in id order
 
     @property
     def vocab_size(self) -> int:
@@ -406,8 +221,69 @@ class BPETokenizer(Tokenizer):
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)  # a cut-off UTF-8 sequence decodes to U+FFFD
 
-    def token_bytes(self, i: int) -> bytes:
-        return self.enc.decode_single_token_bytes(i)
+
+class TiktokenTokenizer(TiktokenBacked):
+    """A published byte-level BPE (GPT-2's, GPT-4's, ...) through tiktoken.
+
+    `gpt2` is served by `r50k_base`: the same 50,257 ids from a single file.
+    """
+
+    kind = "tiktoken"
+
+    def __init__(self, encoding: str = "gpt2"):
+        self.encoding = encoding
+        super().__init__(load_tiktoken(encoding))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "encoding": self.encoding}
+
+    def __repr__(self) -> str:
+        return f"TiktokenTokenizer({self.encoding!r}, vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------- our BPE
+
+
+class BPETokenizer(TiktokenBacked):
+    """A byte-level BPE learned by `gpt.bpe.train_bpe`, encoding through tiktoken.
+
+    Ids 0-255 are the bytes (so any UTF-8 text round-trips), 256 + i is merge i, and the
+    special tokens follow the merges.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, merges: list[tuple[int, int]], pattern: str, special_tokens: Iterable[str] = SPECIAL_TOKENS):
+        self.merges = [tuple(m) for m in merges]
+        self.pattern = pattern
+        token_bytes = [bytes([i]) for i in range(256)]
+        for i, (a, b) in enumerate(self.merges):
+            if not (a < 256 + i and b < 256 + i):
+                raise ValueError(f"BPE merge {i} ({a}, {b}) uses a token that does not exist yet")
+            token_bytes.append(token_bytes[a] + token_bytes[b])
+        n = len(token_bytes)
+        special = {s: n + i for i, s in enumerate(special_tokens)}
+        enc = tiktoken.Encoding(
+            name=f"bpe-{n + len(special)}",
+            pat_str=pattern,
+            mergeable_ranks={t: i for i, t in enumerate(token_bytes)},
+            special_tokens=special,
+            explicit_n_vocab=n + len(special),
+        )
+        super().__init__(enc)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        pattern: str = SPLIT_PATTERNS["gpt4"],
+        special_tokens: Iterable[str] = SPECIAL_TOKENS,
+    ) -> BPETokenizer:
+        special_tokens = tuple(special_tokens)
+        check_bpe_vocab_size(vocab_size, len(special_tokens))
+        merges = train_bpe(texts, vocab_size - 256 - len(special_tokens), pattern)
+        return cls(merges, pattern, special_tokens)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -417,16 +293,12 @@ class BPETokenizer(Tokenizer):
             "special_tokens": list(self._special),
         }
 
-    def save(self, path: Union[str, Path]) -> None:
-        """Write the tokenizer as JSON (readable; rebuild it with `load`)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.state_dict()), encoding="utf-8")
-        os.replace(tmp, path)  # never a half-written file under the final name
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer as JSON (readable; rebuild it with `load`), atomically."""
+        write_text(path, json.dumps(self.state_dict()))
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "BPETokenizer":
+    def load(cls, path: str | Path) -> BPETokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"BPE tokenizer file {str(path)!r} does not exist")
@@ -440,15 +312,6 @@ class BPETokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
-
-
-def check_bpe_vocab_size(vocab_size: int, n_special: int = len(SPECIAL_TOKENS)) -> None:
-    smallest = 256 + n_special
-    if vocab_size < smallest:
-        raise ValueError(
-            f"BPE vocab_size {vocab_size} is too small: it needs at least 256 byte tokens + {n_special} special "
-            f"tokens = {smallest}, plus one per merge (try 512, 1024 or 4096)"
-        )
 
 
 # --------------------------------------------------------------------------- choice and state
@@ -472,11 +335,11 @@ class TokenizerConfig:
     encoding: str = "gpt2"
     vocab_size: int = 4096
     pattern: Literal["gpt2", "gpt4"] = "gpt4"
-    path: Optional[str] = None
+    path: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "bpe" and self.path is None:
-            check_bpe_vocab_size(self.vocab_size)
+            check_bpe_vocab_size(self.vocab_size, len(SPECIAL_TOKENS))
         if self.kind == "tiktoken":
             check_tiktoken_name(self.encoding)
 

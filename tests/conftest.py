@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LINES_TEXT, ROOT, shakespeare_file
+from helpers import LINES_TEXT, ROOT, fit_args, run_main, shakespeare_file
 
 # tiktoken's encodings without the network: CI sets TIKTOKEN_CACHE_DIR to ../shared's
 # cache; a developer's checkout beside shared/ gets the same by default.
@@ -23,3 +23,29 @@ def small_corpus(tmp_path: Path) -> Path:
 @pytest.fixture
 def shakespeare() -> Path:
     return shakespeare_file()
+
+
+# Two short CLI fits, shared by the command-line tests: a tiny GPT on a small play with
+# characters, and with a 300-token BPE. Each gives (run folder, last.ckpt, workdir, corpus).
+_PLAY = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 60
+
+
+def _fit(workdir: Path, *extra: str) -> tuple[Path, Path, Path, Path]:
+    corpus = workdir / "corpus.txt"
+    corpus.write_text(_PLAY)
+    result = run_main(*fit_args(corpus, workdir / "data"), *extra, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = workdir / "lightning_logs" / "version_0"
+    return run_dir, run_dir / "checkpoints" / "last.ckpt", workdir, corpus
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    return _fit(tmp_path_factory.mktemp("fit"))
+
+
+@pytest.fixture(scope="session")
+def trained_bpe(tmp_path_factory):
+    return _fit(
+        tmp_path_factory.mktemp("fit_bpe"), "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "300"
+    )

@@ -13,12 +13,23 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # A small corpus with the shape of a play: speakers, lines, blank lines (about 6,000
 # characters: enough for a few hundred windows of 32 tokens).
 _LINES = [
-    "First Citizen:", "Before we proceed any further, hear me speak.", "",
-    "All:", "Speak, speak.", "",
-    "First Citizen:", "You are all resolved rather to die than to famish?", "",
-    "All:", "Resolved. resolved.", "",
-    "MENENIUS:", "What work's, my countrymen, in hand? where go you", "With bats and clubs?", "",
-]  # fmt: skip
+    "First Citizen:",
+    "Before we proceed any further, hear me speak.",
+    "",
+    "All:",
+    "Speak, speak.",
+    "",
+    "First Citizen:",
+    "You are all resolved rather to die than to famish?",
+    "",
+    "All:",
+    "Resolved. resolved.",
+    "",
+    "MENENIUS:",
+    "What work's, my countrymen, in hand? where go you",
+    "With bats and clubs?",
+    "",
+]
 LINES_TEXT = "\n".join(_LINES * 20)
 
 # Sixty short speeches separated by blank lines: examples of natural length.
@@ -46,8 +57,12 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300)
     full_env.pop("GPT_TRACEBACK", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "main.py"), *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> None:
@@ -55,3 +70,56 @@ def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> Non
     assert result.returncode == 1, result.stderr[-3000:]
     assert message in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+
+
+def tiny_config(**kwargs):
+    """A GPTConfig small enough for a unit test: 2 layers x 32, 2 heads, context 16, vocab 50."""
+    from gpt.config import GPTConfig
+
+    defaults = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    return GPTConfig(**{**defaults, **kwargs})
+
+
+# ---- the command line
+
+TINY_MODEL = (
+    "--model.n_layer 2 --model.n_head 2 --model.n_embd 32 --model.block_size 32 --model.dropout 0.0 "
+    "--model.val_sample_tokens 40"
+).split()
+QUIET = "--trainer.enable_progress_bar false --trainer.enable_model_summary false".split()
+
+
+def fit_args(corpus: Path, data_dir: Path, steps: int = 12) -> list[str]:
+    """`fit` of a tiny model on a small corpus: validation every 6 steps, logs every 2."""
+    schedule = f"--model.warmup_steps 4 --trainer.max_steps {steps} --trainer.val_check_interval 6"
+    settings = f"--seed_everything 1 --data.batch_size 8 {schedule} --trainer.log_every_n_steps 2"
+    return [
+        "fit",
+        *TINY_MODEL,
+        *QUIET,
+        *settings.split(),
+        "--data.corpus",
+        str(corpus),
+        "--data.data_dir",
+        str(data_dir),
+    ]
+
+
+def samples(stdout: str) -> list[str]:
+    """What predict printed, one string a sample (each ends with a line of dashes)."""
+    return stdout.split("\n" + "-" * 40 + "\n")[:-1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar that a run logged to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]

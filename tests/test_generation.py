@@ -1,19 +1,32 @@
 """The sampling loop: the KV cache gives the same ids as recomputing, past the window too,
 and the sampling controls do what they say."""
 
+import io
 import re
 
 import pytest
 import torch
 import torch.nn as nn
 
+from gpt.bpe import SPLIT_PATTERNS
 from gpt.config import GPTConfig
-from gpt.generation import SamplingSettings, complete, generate, generate_tokens, sample_next, start_ids
-from gpt.tokenizers import ENDOFTEXT, SPLIT_PATTERNS, BPETokenizer, CharTokenizer
+from gpt.generation import (
+    SEPARATOR,
+    SamplingSettings,
+    complete,
+    complete_many,
+    generate,
+    generate_tokens,
+    sample_next,
+    start_ids,
+)
 from gpt.layers import KVCache
 from gpt.model import GPT, build_model
+from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer
+from helpers import tiny_config
 
 BLOCK = 16
+FIFTY_CHARS = "".join(chr(65 + i) for i in range(50))  # a character for each id of tiny()'s vocabulary
 
 
 def tiny(pos: str = "learned", **kwargs) -> GPT:
@@ -48,10 +61,18 @@ def test_cached_sampling_with_a_seed_equals_recomputing(pos):
     model = tiny(pos)
     prompt = torch.randint(0, 50, (4, 3), generator=torch.Generator().manual_seed(0))
     runs = [
-        generate(model, prompt, 13, temperature=1.0, top_k=20, top_p=0.9,
-                 generator=torch.Generator().manual_seed(7), use_cache=use_cache)
+        generate(
+            model,
+            prompt,
+            13,
+            temperature=1.0,
+            top_k=20,
+            top_p=0.9,
+            generator=torch.Generator().manual_seed(7),
+            use_cache=use_cache,
+        )
         for use_cache in (True, False)
-    ]  # fmt: skip
+    ]
     assert torch.equal(runs[0], runs[1])
     other_seed = generate(model, prompt, 13, temperature=1.0, generator=torch.Generator().manual_seed(8))
     assert not torch.equal(runs[0], other_seed)
@@ -65,7 +86,7 @@ def test_prefill_in_chunks_equals_one_forward():
     cache = KVCache(model.config, batch_size=2)
     with torch.no_grad():
         full = model(idx)
-        chunks = [model(idx[:, a:b], cache) for a, b in ((0, 5), (5, 9), (9, 10), (10, 12))]
+        chunks = [model(idx[:, a:b], cache=cache) for a, b in ((0, 5), (5, 9), (9, 10), (10, 12))]
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-5, atol=1e-4)  # logits up to ~30
     assert cache.pos == 12
 
@@ -113,7 +134,9 @@ def test_models_without_a_cache_recompute():
     torch.manual_seed(0)
     model = build_model(GPTConfig(vocab_size=50, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, arch="blocks"))
     prompt = torch.zeros(1, 2, dtype=torch.long)
-    assert torch.equal(generate(model.eval(), prompt, 30, temperature=0), generate(model, prompt, 30, temperature=0, use_cache=False))
+    assert torch.equal(
+        generate(model.eval(), prompt, 30, temperature=0), generate(model, prompt, 30, temperature=0, use_cache=False)
+    )
 
 
 def test_stopping_early_is_stopping_iterating():
@@ -124,12 +147,25 @@ def test_stopping_early_is_stopping_iterating():
     assert torch.is_grad_enabled()  # the suspended loop leaves nothing switched off
 
 
-def test_cache_overflow_says_what_to_do():
+def test_generate_is_seeded_and_runs_past_block_size():
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    prompt = torch.zeros(2, 3, dtype=torch.long)
+    a = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(5))
+    b = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(5))
+    c = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(6))
+    assert a.shape == (2, 43)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_greedy_is_the_most_likely_token_and_top_k_1_is_greedy():
     model = tiny()
-    cache = KVCache(model.config, batch_size=1)
-    cache.pos = BLOCK - 1
-    with pytest.raises(ValueError, match="the KV cache holds 16 positions; 18 needed"):
-        model.transformer.h[0].attn(torch.zeros(1, 3, 32), None, cache, 0)
+    prompt = torch.tensor([[1, 2, 3]])
+    greedy = generate(model, prompt, 5, temperature=0)
+    with torch.no_grad():
+        assert greedy[0, 3] == model(prompt)[0, -1].argmax()
+    top1 = generate(model, prompt, 5, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(top1, greedy)  # whatever the generator
 
 
 # ---- the sampling controls
@@ -181,8 +217,13 @@ def run(tokenizer, script_text: str, prompt: str = "a", **settings):
     script = tokenizer.encode(script_text, allowed_special="all") + [0] * 20
     model = Scripted(script, len(tokenizer.encode(prompt)), tokenizer.vocab_size)
     pieces = []
-    (result,) = complete(model, tokenizer, [prompt], SamplingSettings(temperature=0, **settings),
-                         on_text=lambda row, text: pieces.append(text))  # fmt: skip
+    (result,) = complete(
+        model,
+        tokenizer,
+        [prompt],
+        SamplingSettings(temperature=0, **settings),
+        on_text=lambda row, text: pieces.append(text),
+    )
     return result, pieces
 
 
@@ -236,6 +277,10 @@ def test_no_prompt_starts_after_end_of_text_or_a_newline():
 def test_bad_settings_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SamplingSettings(**kwargs)
+    if "stop" not in kwargs:  # the sampling loop refuses them too, before any work
+        args = dict(max_new_tokens=3, temperature=1.0) | kwargs
+        with pytest.raises(ValueError, match=re.escape(message)):
+            next(generate_tokens(tiny(), torch.zeros(1, 1, dtype=torch.long), **args))
 
 
 def test_cache_under_bf16_autocast():
@@ -249,3 +294,48 @@ def test_cache_under_bf16_autocast():
         recomputed = generate(model, prompt, 10, temperature=0, use_cache=False)
     assert cached.shape == (2, 14)
     assert torch.equal(cached, recomputed)
+
+
+# ---- many prompts: batches by length, streaming, order
+
+
+def test_complete_many_batches_by_length_and_keeps_the_order():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    tokenizer = CharTokenizer("abcde")
+    prompts = ["ab", "c", "ab", None, "ab"]
+    settings = SamplingSettings(max_new_tokens=20, temperature=1.0, stream=False)
+    results = complete_many(model, tokenizer, prompts, settings, torch.Generator().manual_seed(1))
+    assert [r.prompt for r in results] == prompts
+    assert all(len(r.text) == 20 and r.finish == "length" for r in results)
+    assert len({r.text for r in results}) > 1  # one batch, different samples
+    with pytest.raises(ValueError, match="character 'z' at position 1"):
+        complete_many(model, tokenizer, ["ab", "az"], settings)  # refused before any sampling
+
+
+def test_streamed_and_batched_greedy_write_the_same_text():
+    model, tokenizer = tiny(), CharTokenizer(FIFTY_CHARS)
+    prompts = ["AB", "C", "ABC", "XY"]
+    written = {}
+    for stream in (True, False):
+        out = io.StringIO()
+        settings = SamplingSettings(max_new_tokens=12, temperature=0, stream=stream)
+        results = complete_many(model, tokenizer, prompts, settings, out=out)
+        written[stream] = out.getvalue()
+        assert written[stream] == "".join(f"{p}{r.text}\n{SEPARATOR}\n" for p, r in zip(prompts, results))
+    assert written[True] == written[False]
+
+
+def test_streaming_writes_each_piece_as_it_is_sampled():
+    model, tokenizer = tiny(), CharTokenizer(FIFTY_CHARS)
+
+    class Recorder(io.StringIO):
+        writes: list[str] = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return super().write(text)
+
+    out = Recorder()
+    complete_many(model, tokenizer, ["AB"], SamplingSettings(max_new_tokens=10, temperature=0), out=out)
+    assert out.writes[0] == "AB" and len([w for w in out.writes if len(w) == 1]) == 10  # the prompt, then one a token

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import run_main
 from gpt.config import GPTConfig
-from gpt.hf import from_hf, load_hf, save_hf
+from gpt.hf import export_checkpoint, from_hf, load_hf, save_hf
 from gpt.model import GPT
+from helpers import FIXTURES, run_main
 
 transformers = pytest.importorskip("transformers")
 
@@ -121,7 +121,10 @@ def test_untied_model_from_a_tied_checkpoint_starts_tied(hf_model):
     "kwargs, message",
     [
         (dict(n_embd=64), r"the checkpoint's wte.weight has shape \(100, 32\) but the model needs \(100, 64\)"),
-        (dict(vocab_size=50257), r"the checkpoint's wte.weight has shape \(100, 32\) but the model needs \(50257, 32\)"),
+        (
+            dict(vocab_size=50257),
+            r"the checkpoint's wte.weight has shape \(100, 32\) but the model needs \(50257, 32\)",
+        ),
         (dict(block_size=64), r"the checkpoint's wpe.weight has shape \(32, 32\) but the model needs \(64, 32\)"),
         (dict(n_layer=3), "the checkpoint has no h.2.ln_1.weight, which the model needs"),
         (dict(n_layer=1), "the checkpoint has h.1.attn.c_attn.bias, which the model lacks"),
@@ -146,6 +149,7 @@ def test_unsupported_hf_configs_are_refused(hf_model, tmp_path):
         from_hf(tmp_path / "missing")
 
 
+@pytest.mark.slow  # several processes
 def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, tmp_path):
     """configs/finetune_shakespeare.yaml with a tiny random GPT-2 (vocab 50257, as the real
     one) instead of the download: fit two steps at a learning rate of 1e-20, so the weights
@@ -156,20 +160,25 @@ def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, t
     sizes = dict(vocab_size=50257, n_positions=64, n_layer=2, n_head=2, n_embd=16)
     original = transformers.GPT2LMHeadModel(transformers.GPT2Config(**sizes)).eval()
     original.save_pretrained(tmp_path / "tiny-gpt2")
-    model_args = ["--model.preset", "null", "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "16",
-                  "--model.block_size", "32", "--model.dropout", "0.0", "--model.init_from", str(tmp_path / "tiny-gpt2")]
-    result = run_main("fit", "--config", str(ROOT / "configs" / "finetune_shakespeare.yaml"), *model_args,
-                      "--model.learning_rate", "1e-20", "--model.min_lr", "0", "--model.val_sample_tokens", "0",
-                      "--trainer.precision", "32-true", "--trainer.accelerator", "cpu", "--trainer.max_steps", "2",
-                      "--trainer.accumulate_grad_batches", "1", "--trainer.val_check_interval", "2",
-                      "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
-                      "--data.corpus", str(small_corpus), "--data.batch_size", "2", cwd=tmp_path)  # fmt: skip
+    tiny = "--model.preset null --model.n_layer 2 --model.n_head 2 --model.n_embd 16 --model.block_size 32"
+    frozen = "--model.dropout 0.0 --model.learning_rate 1e-20 --model.min_lr 0 --model.val_sample_tokens 0"
+    cpu = "--trainer.precision 32-true --trainer.accelerator cpu --trainer.enable_progress_bar false"
+    short = "--trainer.max_steps 2 --trainer.accumulate_grad_batches 1 --trainer.val_check_interval 2"
+    data = ["--trainer.limit_val_batches", "2", "--data.corpus", str(small_corpus), "--data.batch_size", "2"]
+    config = ["--config", str(ROOT / "configs" / "finetune_shakespeare.yaml")]
+    init_from = ["--model.init_from", str(tmp_path / "tiny-gpt2")]
+    settings = f"{tiny} {frozen} {cpu} {short}".split()
+    result = run_main("fit", *config, *settings, *init_from, *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded Hugging Face GPT-2 weights" in result.stdout + result.stderr
     (checkpoint,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
 
-    export = subprocess.run([sys.executable, "-m", "gpt.hf", str(checkpoint), str(tmp_path / "exported")],
-                            cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    export = subprocess.run(
+        [sys.executable, "-m", "gpt.hf", str(checkpoint), str(tmp_path / "exported")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 0, export.stderr[-3000:]
     exported = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "exported").eval()
     assert exported.config.eos_token_id == 50256  # <|endoftext|> of the checkpoint's gpt2 tokenizer
@@ -178,8 +187,8 @@ def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, t
     assert diff <= 1e-5, diff
 
     shutil.rmtree(tmp_path / "tiny-gpt2")
-    out = run_main("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "ROMEO:", "--model.max_new_tokens", "5",
-                   cwd=tmp_path)  # fmt: skip
+    settings = "--data.prompt ROMEO: --model.sampling.max_new_tokens 5".split()
+    out = run_main("predict", "--ckpt_path", str(checkpoint), *settings, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ROMEO:")
 
@@ -205,3 +214,14 @@ def test_init_from_loads_at_setup_and_never_over_a_restored_checkpoint(hf_model,
     restored = LitGPT.load_from_checkpoint(tmp_path / "tuned.ckpt", weights_only=True)
     trainer.validate(restored, data, verbose=False)
     assert torch.equal(restored.model.transformer.wte.weight, module.model.transformer.wte.weight)
+
+
+def test_only_a_causal_gpt_exports(tmp_path):
+    with pytest.raises(ValueError, match="cannot hold a model with pos=rope, mlp=swiglu, norm=rmsnorm, bias=False"):
+        export_checkpoint(str(FIXTURES / "legacy" / "bpe_masked.ckpt"), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="holds a teaching model \\(arch 'blocks'\\); only arch gpt exports"):
+        export_checkpoint(str(FIXTURES / "legacy" / "char_blocks.ckpt"), str(tmp_path / "out"))
+    masked = GPT(ours_config(causal=False))
+    with pytest.raises(ValueError, match="causal=False"):
+        save_hf(masked, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written

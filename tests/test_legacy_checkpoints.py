@@ -32,22 +32,26 @@ def predict(workdir, name: str, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # several processes
 def test_predict_gives_the_same_text(workdir):
-    greedy = ["--model.temperature", "0", "--model.max_new_tokens", "60", "--data.prompt", "First"]
+    greedy = ["--model.sampling.temperature", "0", "--model.sampling.max_new_tokens", "60", "--data.prompt", "First"]
     assert predict(workdir, "char_gpt2", *greedy) == EXPECTED["char_gpt2"]["greedy"]
     assert predict(workdir, "char_blocks", *greedy) == EXPECTED["char_blocks"]["greedy"]
-    sampled = predict(workdir, "char_gpt2", "--data.prompt", "All:", "--model.temperature", "0.8", "--model.top_k",
-                      "10", "--model.sample_seed", "3", "--model.max_new_tokens", "60", "--data.num_samples", "2")  # fmt: skip
+    seeded = "--data.prompt All: --model.sampling.temperature 0.8 --model.sampling.top_k 10 --model.sampling.seed 3"
+    sampled = predict(
+        workdir, "char_gpt2", *seeded.split(), *"--model.sampling.max_new_tokens 60 --data.num_samples 2".split()
+    )
     assert sampled == EXPECTED["char_gpt2"]["sampled"]
     prompt = "CITIZEN 3:\\nSpe<|mask|>k, speak. \\nWe are res<|mask|>ved."
-    assert predict(workdir, "bpe_masked", "--data.prompt", prompt, "--model.top_k", "3") == EXPECTED["bpe_masked"]["fill"]
+    filled = predict(workdir, "bpe_masked", "--data.prompt", prompt, "--model.sampling.top_k", "3")
+    assert filled == EXPECTED["bpe_masked"]["fill"]
 
 
 @pytest.mark.parametrize("name", ["char_gpt2", "char_blocks", "bpe_masked"])
 def test_validate_gives_the_same_metrics(workdir, name):
     mode = ["--data.mode", "paragraphs"] if name == "bpe_masked" else []
-    result = run_main("validate", "--ckpt_path", f"{name}.ckpt", "--data.corpus", f"{name}.txt", *mode,
-                      "--trainer.enable_progress_bar", "false", cwd=workdir)  # fmt: skip
+    data = ["--data.corpus", f"{name}.txt", *mode, "--trainer.enable_progress_bar", "false"]
+    result = run_main("validate", "--ckpt_path", f"{name}.ckpt", *data, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = {m[0]: float(m[1]) for m in re.findall(r"(val/\w+)\W+([\d.]+)", result.stdout)}
     assert printed == pytest.approx(EXPECTED[name]["validate"], rel=1e-6)
@@ -55,8 +59,12 @@ def test_validate_gives_the_same_metrics(workdir, name):
 
 def test_export_to_hugging_face_keeps_the_logits(workdir):
     transformers = pytest.importorskip("transformers")
-    export = subprocess.run([sys.executable, "-m", "gpt.hf", str(workdir / "char_gpt2.ckpt"), str(workdir / "hf")],
-                            cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    export = subprocess.run(
+        [sys.executable, "-m", "gpt.hf", str(workdir / "char_gpt2.ckpt"), str(workdir / "hf")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 0, export.stderr[-3000:]
     model = transformers.GPT2LMHeadModel.from_pretrained(workdir / "hf").eval()
     with torch.no_grad():

@@ -1,117 +1,51 @@
-import math
+"""gpt/lit_module.py: LitGPT's settings, steps, metrics, schedule under the Trainer and
+checkpoint hooks."""
+
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
-from gpt.lit_module import LitGPT, cosine_lr, param_groups
-from gpt.config import GPTConfig, preset
+from gpt.config import GPTConfig
+from gpt.datamodule import GPTDataModule
+from gpt.generation import SamplingSettings
+from gpt.lit_module import LitGPT
 from gpt.model import GPT, AttentionLM, Bigram
+from gpt.optim import cosine_lr
 from gpt.tokenizers import CharTokenizer
+from helpers import FIXTURES, SPEECHES_TEXT
+
+TINY = dict(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)
 
 
-def test_lr_schedule_points():
-    args = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=5000)
-    assert cosine_lr(0, **args) == pytest.approx(1e-3 / 101)
-    assert cosine_lr(100, **args) == pytest.approx(1e-3)  # end of warmup: the peak
-    assert cosine_lr(2550, **args) == pytest.approx((1e-3 + 1e-4) / 2)  # half way down the cosine
-    assert cosine_lr(5000, **args) == pytest.approx(1e-4)  # max_steps: min_lr
-    assert cosine_lr(9000, **args) == pytest.approx(1e-4)
-
-
-def test_lr_schedule_is_monotonic_after_warmup():
-    lrs = [cosine_lr(s, 1e-3, 1e-4, 10, 200) for s in range(201)]
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-
-
-def test_param_groups_decay_matrices_only():
-    c = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32)
-    model = GPT(c)
-    decay, no_decay = param_groups(model, 0.1)
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    names = {id(p): n for n, p in model.named_parameters()}
-    decay_names = sorted(names[id(p)] for p in decay["params"])
-    no_decay_names = sorted(names[id(p)] for p in no_decay["params"])
-    # wte (also the LM head, counted once), wpe, and 4 Linear weights per block
-    assert len(decay_names) == 2 + 4 * c.n_layer
-    assert "transformer.wte.weight" in decay_names and "transformer.wpe.weight" in decay_names
-    assert all(n.endswith(".bias") or "ln_" in n for n in no_decay_names)
-    # biases: 4 Linear + 2 LayerNorm per block; LayerNorm gains: 2 per block; final LayerNorm: 2
-    assert len(no_decay_names) == 8 * c.n_layer + 2
-    n_decay = sum(p.numel() for p in decay["params"])
-    n_no_decay = sum(p.numel() for p in no_decay["params"])
-    assert n_decay + n_no_decay == model.num_params()
-
-
-def test_scheduler_under_trainer_steps_every_optimizer_step(tmp_path):
-    torch.manual_seed(0)
-    module = LitGPT(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.0,
-                    learning_rate=1e-2, min_lr=1e-3, warmup_steps=3, val_sample_tokens=0)  # fmt: skip
-    data = torch.utils.data.DataLoader(
-        [(torch.randint(0, 10, (8,)), torch.randint(0, 10, (8,))) for _ in range(64)], batch_size=4
+def quiet_trainer(**kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
-    lrs = []
-
-    class Record(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-    trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Record()], default_root_dir=tmp_path)  # fmt: skip
-    trainer.fit(module, train_dataloaders=data)
-    assert lrs == pytest.approx([cosine_lr(s, 1e-2, 1e-3, 3, 10) for s in range(10)])
+    return L.Trainer(**(defaults | kwargs))
 
 
-def test_tokenizer_travels_in_checkpoint():
-    module = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)
-    module.tokenizer = CharTokenizer("abcde")
-    checkpoint = {}
-    module.on_save_checkpoint(checkpoint)
-    fresh = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)
-    fresh.on_load_checkpoint(checkpoint)
-    assert fresh.tokenizer.chars == "abcde"
-
-
-def test_checkpoint_tokenizer_must_fit_vocab_size():
-    module = LitGPT(vocab_size=6, block_size=8, n_layer=1, n_head=1, n_embd=8)
-    with pytest.raises(ValueError, match="tokenizer has 5 tokens but its model has vocab_size 6"):
-        module.on_load_checkpoint({"tokenizer": CharTokenizer("abcde").state_dict()})
-
-
-def test_sampling_settings_not_saved_as_hyperparameters():
-    module = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8, temperature=0.5, top_k=3)
-    assert "temperature" not in module.hparams and "top_k" not in module.hparams
-    assert module.hparams.n_embd == 8 and module.hparams.vocab_size == 5
-
-
-def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
-        LitGPT(temperature=-0.1)
-    with pytest.raises(ValueError, match="need 0 <= min_lr <= learning_rate"):
-        LitGPT(learning_rate=1e-4, min_lr=1e-3)
-
-
-def test_complete_batches_by_length_and_keeps_the_order(capsys):
-    torch.manual_seed(0)
-    module = LitGPT(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.0, max_new_tokens=20,
-                    temperature=1.0).eval()  # fmt: skip
-    module.tokenizer = CharTokenizer("abcde")
-    prompts = ["ab", "c", "ab", None, "ab"]
-    results = module.complete(prompts, generator=torch.Generator().manual_seed(1))
-    assert [r.prompt for r in results] == prompts
-    assert all(len(r.text) == 20 and r.finish == "length" for r in results)
-    assert len({r.text for r in results}) > 1  # one batch, different samples
-    assert capsys.readouterr().out == ""  # printing is predict's
-    with pytest.raises(ValueError, match="character 'z' at position 1"):
-        module.complete(["ab", "az"])  # refused before any sampling
-
-
-def test_preset_with_overrides_builds_the_model():
+def test_the_model_settings_are_gptconfig_fields_over_a_preset():
     module = LitGPT(preset="baby", vocab_size=65, n_layer=1)
-    assert module.config == preset("baby", n_layer=1)
+    assert module.config == GPTConfig(preset="baby", vocab_size=65, n_layer=1)
     assert module.config.block_size == 256 and module.config.bias is False
     assert isinstance(module.model, GPT) and len(module.model.transformer.h) == 1
+    # Saved as given: the preset and the fields set beside it, which rebuild the same model.
+    assert (module.hparams.preset, module.hparams.n_layer, module.hparams.vocab_size) == ("baby", 1, 65)
+    assert LitGPT(**module.hparams).config == module.config
+    with pytest.raises(TypeError, match="n_layers"):
+        LitGPT(n_layers=2)  # not a GPTConfig field
+
+
+def test_the_objective_sets_the_attention():
+    assert LitGPT(**TINY).config.causal is True
+    assert LitGPT(**TINY, objective="masked").config.causal is False
 
 
 def test_arch_picks_the_teaching_model():
@@ -120,6 +54,115 @@ def test_arch_picks_the_teaching_model():
     assert isinstance(LitGPT(arch="bigram", vocab_size=5, block_size=8).model, Bigram)
 
 
-def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown preset 'gpt3'; known presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby"):
-        LitGPT(preset="gpt3")
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(preset="gpt3"), ValueError, "unknown preset 'gpt3'; known presets: gpt2, gpt2-medium, gpt2-large"),
+        (dict(learning_rate=1e-4, min_lr=1e-3), ValueError, "need 0 <= min_lr <= learning_rate"),
+        (dict(objective="masked", mask_prob=1.2), ValueError, r"mask_prob must be in \(0, 1\), got 1.2"),
+        (dict(objective="masked", arch="blocks"), ValueError, "objective masked needs arch gpt"),
+        (
+            dict(arch="bigram", vocab_size=5, init_from="x"),
+            ValueError,
+            "init_from loads GPT-2 weights, which need arch 'gpt'",
+        ),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        LitGPT(**kwargs)
+
+
+def test_sampling_settings_are_not_saved_as_hyperparameters():
+    module = LitGPT(**TINY, sampling=SamplingSettings(temperature=0.5, top_k=3))
+    assert module.sampling.temperature == 0.5 and "sampling" not in module.hparams
+    assert "temperature" not in module.hparams and module.hparams.n_embd == 8
+
+
+def test_scheduler_under_trainer_steps_every_optimizer_step(tmp_path):
+    torch.manual_seed(0)
+    module = LitGPT(
+        vocab_size=10,
+        block_size=8,
+        n_layer=1,
+        n_head=1,
+        n_embd=8,
+        dropout=0.0,
+        learning_rate=1e-2,
+        min_lr=1e-3,
+        warmup_steps=3,
+        val_sample_tokens=0,
+    )
+    data = torch.utils.data.DataLoader(
+        [(torch.randint(0, 10, (8,)), torch.randint(0, 10, (8,))) for _ in range(64)], batch_size=4
+    )
+    lrs = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+    quiet_trainer(max_steps=10, callbacks=[Record()], default_root_dir=tmp_path).fit(module, train_dataloaders=data)
+    assert lrs == [[pytest.approx(cosine_lr(s, 1e-2, 1e-3, 3, 10))] * 2 for s in range(10)]
+
+
+def test_tokenizer_travels_in_checkpoint():
+    module = LitGPT(**TINY)
+    module.tokenizer = CharTokenizer("abcde")
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    fresh = LitGPT(**TINY)
+    fresh.on_load_checkpoint(checkpoint)
+    assert fresh.tokenizer.chars == "abcde" and fresh.restored_from_checkpoint
+
+
+def test_checkpoint_tokenizer_must_fit_vocab_size():
+    module = LitGPT(**(TINY | dict(vocab_size=6)))
+    with pytest.raises(ValueError, match="tokenizer has 5 tokens but its model has vocab_size 6"):
+        module.on_load_checkpoint({"tokenizer": CharTokenizer("abcde").state_dict()})
+    with pytest.raises(ValueError, match="tokenizer has 5 tokens but its model has vocab_size 7"):
+        module.on_load_checkpoint(
+            {"tokenizer": CharTokenizer("abcde").state_dict(), "hyper_parameters": {"vocab_size": 7}}
+        )
+
+
+def test_a_checkpoint_written_before_the_restructure_loads(tmp_path):
+    module = LitGPT.load_from_checkpoint(FIXTURES / "legacy" / "bpe_masked.ckpt", weights_only=True)
+    assert module.masked and module.config.pos == "rope" and module.config.causal is False
+    assert module.tokenizer.kind == "bpe" and module.tokenizer.vocab_size == module.config.vocab_size == 300
+
+
+@pytest.mark.parametrize("mode", ["paragraphs", "windows"])
+def test_masked_training_logs_accuracy_and_val_masks_are_seeded(tmp_path, mode):
+    (tmp_path / "speeches.txt").write_text(SPEECHES_TEXT)
+    dm = GPTDataModule(
+        corpus=str(tmp_path / "speeches.txt"),
+        data_dir=str(tmp_path / "data"),
+        block_size=32,
+        batch_size=4,
+        mode=mode,
+        objective="masked",
+    )
+    losses = []
+    for _ in range(2):
+        L.seed_everything(0)
+        module = LitGPT(
+            objective="masked",
+            vocab_size=dm.vocab_size,
+            block_size=32,
+            n_layer=1,
+            n_head=2,
+            n_embd=32,
+            dropout=0.0,
+            val_sample_tokens=0,
+        )
+        trainer = quiet_trainer(max_steps=4, logger=CSVLogger(tmp_path), log_every_n_steps=1)
+        trainer.fit(module, datamodule=dm)
+        metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        again = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        assert metrics == again  # the same tokens hidden at every validation
+        assert 0 < metrics["val/acc"] < 1 and metrics["val/loss"] > 0
+        losses.append(metrics["val/loss"])
+    assert losses[0] == losses[1]
+    logged = (Path(trainer.logger.log_dir) / "metrics.csv").read_text()
+    assert "train/acc" in logged and "val/acc" in logged

@@ -1,6 +1,9 @@
+"""gpt/model.py: the model family from bigram to GPT-2, its options, parameter and FLOP
+counts, padding and bidirectional attention."""
+
+import inspect
 import itertools
 import math
-import re
 from dataclasses import replace
 
 import pytest
@@ -8,15 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.config import ARCHS, GPTConfig, preset
-from gpt.generation import generate
-from gpt.layers import CausalSelfAttention, MultiHeadAttention, SwiGLU, apply_rope, rope_cache
+from gpt.config import ARCHS, GPTConfig
+from gpt.layers import KVCache, SwiGLU
 from gpt.model import GPT, build_model
-
-
-def tiny_config(**kwargs) -> GPTConfig:
-    defaults = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    return GPTConfig(**{**defaults, **kwargs})
+from helpers import tiny_config
 
 
 def test_logits_shape():
@@ -58,18 +56,18 @@ def test_parameter_count_by_hand():
 
 def test_gpt2_124m_parameter_count():
     with torch.device("meta"):  # count without allocating memory
-        model = GPT(preset("gpt2"))
+        model = GPT(GPTConfig(preset="gpt2"))
     assert model.num_params() == 124_439_808  # the published GPT-2 small, with tying
 
 
 def test_baby_gpt_parameter_count():
     with torch.device("meta"):
-        model = GPT(preset("baby"))  # no biases, as nanoGPT's train_shakespeare_char
+        model = GPT(GPTConfig(preset="baby"))  # no biases, as nanoGPT's train_shakespeare_char
     # nanoGPT prints "number of parameters: 10.65M" (position embeddings not counted)
     assert model.num_params(non_embedding=True) == 10_646_784
     with torch.device("meta"):
-        with_bias = GPT(preset("baby", bias=True))
-    assert with_bias.num_params() == expected_params(preset("baby", bias=True))
+        with_bias = GPT(GPTConfig(preset="baby", bias=True))
+    assert with_bias.num_params() == expected_params(GPTConfig(preset="baby", bias=True))
 
 
 def test_gpt2_init():
@@ -96,56 +94,23 @@ def test_input_longer_than_block_size_is_refused():
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match="input has 17 tokens but the model's block_size is 16"):
         model(torch.zeros(1, 17, dtype=torch.long))
+    cache = KVCache(model.config, batch_size=1)
+    cache.pos = 14
+    with pytest.raises(ValueError, match="input has 17 tokens but the model's block_size is 16"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)  # counting the cached positions
 
 
-def test_config_checks():
-    with pytest.raises(ValueError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
-        tiny_config(n_embd=30, n_head=4)
-    with pytest.raises(ValueError, match="unknown preset 'gpt5'; known presets: gpt2, gpt2-medium"):
-        preset("gpt5")
-
-
-def test_generate_runs_past_block_size_and_is_seeded():
-    torch.manual_seed(0)
-    model = GPT(tiny_config()).eval()
-    prompt = torch.zeros(2, 3, dtype=torch.long)
-    a = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(5))
-    b = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(5))
-    c = generate(model, prompt, 40, temperature=1.0, generator=torch.Generator().manual_seed(6))
-    assert a.shape == (2, 43)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-def test_greedy_and_top_k():
-    torch.manual_seed(0)
-    model = GPT(tiny_config()).eval()
-    prompt = torch.tensor([[1, 2, 3]])
-    greedy = generate(model, prompt, 5, temperature=0)
-    expected = model(prompt)[:, -1].argmax(-1)
-    assert greedy[0, 3] == expected[0]
-    # top_k=1 samples the most likely token, whatever the generator
-    top1 = generate(model, prompt, 5, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(9))
-    assert torch.equal(top1, greedy)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(temperature=-1.0), "temperature must be >= 0"),
-        (dict(top_k=0), "top_k must be >= 1"),
-        (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
-        (dict(top_p=0.0), r"top_p must be in \(0, 1\] \(or None for no limit\), got 0.0"),
-        (dict(top_p=1.5), r"top_p must be in \(0, 1\] \(or None for no limit\), got 1.5"),
-    ],
-)
-def test_bad_sampling_settings(kwargs, message):
-    model = GPT(tiny_config())
-    args = dict(max_new_tokens=3, temperature=1.0, top_k=None) | kwargs
-    with pytest.raises(ValueError, match=message):
-        generate(model, torch.zeros(1, 1, dtype=torch.long), **args)
-
-
-# ---- the teaching models and the GPT's options
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_forward_signature_with_the_cache_keyword_only(arch):
+    model = build_model(tiny_config(arch=arch))
+    parameters = inspect.signature(model.forward).parameters
+    assert list(parameters) == ["idx", "cache", "attention_mask"]
+    assert parameters["cache"].kind == parameters["attention_mask"].kind == inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(TypeError):
+        model(torch.zeros(1, 4, dtype=torch.long), KVCache(model.config, 1))  # the cache is never positional
+    if not model.supports_kv_cache:
+        with pytest.raises(ValueError, match=f"arch '{arch}' keeps no KV cache"):
+            model(torch.zeros(1, 4, dtype=torch.long), cache=KVCache(model.config, 1))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -189,41 +154,38 @@ def test_teaching_model_parameter_counts_by_hand(arch):
     assert build_model(c).num_params() == teaching_params(c)[arch]
 
 
-def copy_heads_into_fused(mha: MultiHeadAttention, fused: CausalSelfAttention) -> None:
-    """Stack the heads' query, key and value matrices into c_attn: rows [q heads, k heads, v heads]."""
-    with torch.no_grad():
-        for i, name in enumerate(("query", "key", "value")):
-            rows = slice(i * fused.n_embd, (i + 1) * fused.n_embd)
-            fused.c_attn.weight[rows] = torch.cat([getattr(h, name).weight for h in mha.heads])
-            if fused.c_attn.bias is not None:
-                fused.c_attn.bias[rows] = torch.cat([getattr(h, name).bias for h in mha.heads])
-        fused.c_proj.load_state_dict(mha.proj.state_dict())
-
-
-@pytest.mark.parametrize("bias, pos", [(False, "learned"), (True, "learned"), (True, "rope")])
-def test_explicit_heads_and_fused_attention_compute_the_same_function(bias, pos):
-    torch.manual_seed(0)
-    c = tiny_config(n_embd=48, n_head=4, bias=bias, pos=pos)
-    mha, fused = MultiHeadAttention(c).eval(), CausalSelfAttention(c).eval()
-    for p in mha.parameters():  # biases away from zero, so that copying them is checked too
-        nn.init.normal_(p, std=0.2)
-    copy_heads_into_fused(mha, fused)
-    x = torch.randn(3, 16, 48)
-    rope = rope_cache(16, c.head_size) if pos == "rope" else None
-    expected = mha(x, rope)
-    torch.testing.assert_close(fused(x, rope), expected, rtol=0, atol=1e-5)
-    assert expected.abs().mean() > 0.1  # not trivially equal
-
-
-OPTIONS = list(itertools.product(["learned", "rope"], ["gelu", "relu", "swiglu"], ["layernorm", "rmsnorm"],
-                                 [True, False], [None, True, False], [True, False], [0.0, 0.1]))  # fmt: skip
+OPTIONS = list(
+    itertools.product(
+        ["learned", "rope"],
+        ["gelu", "relu", "swiglu"],
+        ["layernorm", "rmsnorm"],
+        [True, False],
+        [None, True, False],
+        [True, False],
+        [0.0, 0.1],
+    )
+)
 
 
 @pytest.mark.parametrize("pos, mlp, norm, bias, qkv_bias, tie_weights, dropout", OPTIONS)
-def test_every_gpt_option_combination_trains(pos, mlp, norm, bias, qkv_bias, tie_weights, dropout):
+def test_every_option_combination_trains_every_weight_and_has_the_counted_parameters(
+    pos, mlp, norm, bias, qkv_bias, tie_weights, dropout
+):
     torch.manual_seed(0)
-    c = GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=dropout, pos=pos, mlp=mlp,
-                  norm=norm, bias=bias, qkv_bias=qkv_bias, tie_weights=tie_weights)  # fmt: skip
+    c = GPTConfig(
+        vocab_size=20,
+        block_size=8,
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        dropout=dropout,
+        pos=pos,
+        mlp=mlp,
+        norm=norm,
+        bias=bias,
+        qkv_bias=qkv_bias,
+        tie_weights=tie_weights,
+    )
     model = GPT(c)
     idx = torch.randint(0, 20, (2, 8))
     loss = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
@@ -246,8 +208,17 @@ def expected_gpt_params(c: GPTConfig) -> int:
 
 
 def test_options_change_the_model_as_named():
-    c = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=96, pos="rope", mlp="swiglu", norm="rmsnorm",
-                  tie_weights=False)  # fmt: skip
+    c = GPTConfig(
+        vocab_size=20,
+        block_size=8,
+        n_layer=1,
+        n_head=2,
+        n_embd=96,
+        pos="rope",
+        mlp="swiglu",
+        norm="rmsnorm",
+        tie_weights=False,
+    )
     model = GPT(c)
     assert "wpe" not in model.transformer and model.lm_head.weight is not model.transformer.wte.weight
     assert isinstance(model.transformer.h[0].mlp, SwiGLU) and c.mlp_hidden == 256  # 8/3 * 96, to a multiple of 64
@@ -259,71 +230,8 @@ def test_options_change_the_model_as_named():
 
 def test_gpt2_without_tying_and_qkv_bias_matches_the_published_count():
     with torch.device("meta"):
-        model = GPT(preset("gpt2", tie_weights=False, qkv_bias=False))
+        model = GPT(GPTConfig(preset="gpt2", tie_weights=False, qkv_bias=False))
     assert model.num_params() == 163_009_536
-
-
-# ---- RoPE
-
-
-def test_rope_attention_scores_depend_only_on_relative_position():
-    torch.manual_seed(0)
-    head_size, T = 16, 64
-    cos, sin = rope_cache(T, head_size)
-    q, k = torch.randn(head_size), torch.randn(head_size)
-
-    def score(i: int, j: int) -> float:
-        """q placed at position i, k at position j, both rotated, then dotted."""
-        qi = apply_rope(q.expand(T, head_size), (cos, sin))[i]
-        kj = apply_rope(k.expand(T, head_size), (cos, sin))[j]
-        return (qi @ kj).item()
-
-    for offset in (0, 1, 5, 17):
-        scores = [score(j + offset, j) for j in (0, 3, 20, 40)]
-        assert max(scores) - min(scores) < 1e-4, (offset, scores)
-    assert abs(score(5, 0) - score(6, 0)) > 1e-2  # but the offset itself matters
-    # A rotation: norms kept, and position 0 is not rotated at all.
-    rotated = apply_rope(q.expand(T, head_size), (cos, sin))
-    torch.testing.assert_close(rotated.norm(dim=-1), q.norm().expand(T), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rotated[0], q)
-
-
-def test_rope_attention_is_unchanged_when_every_position_shifts():
-    """The layer-level consequence: attention sees only i - j, so starting the whole
-    sequence at position 40 instead of 0 gives the same output."""
-    torch.manual_seed(0)
-    c = tiny_config(pos="rope", n_embd=32, n_head=2, block_size=64)
-    attn = CausalSelfAttention(c).eval()
-    cos, sin = rope_cache(64, c.head_size)
-    x = torch.randn(2, 10, 32)
-    at_0, at_40 = attn(x, (cos[:10], sin[:10])), attn(x, (cos[40:50], sin[40:50]))
-    torch.testing.assert_close(at_40, at_0, rtol=0, atol=1e-5)
-    assert (attn(x, (cos[:10], sin[:10])) - attn(x[:, torch.randperm(10)], (cos[:10], sin[:10]))).abs().max() > 1e-3
-
-
-# ---- bad settings
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(n_embd=36, n_head=4, pos="rope"), "head size must be even; n_embd 36 / n_head 4 = 9"),
-        (dict(arch="bigram", pos="rope"), "pos=rope: options of arch 'gpt'; the teaching model 'bigram'"),
-        (dict(mlp="tanh"), "mlp must be one of gelu, relu, swiglu; got 'tanh'"),
-        (dict(arch="rnn"), "arch must be one of bigram, head, multi_head, blocks, gpt"),
-    ],
-)
-def test_bad_model_settings(kwargs, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        tiny_config(**kwargs)
-
-
-def test_preset_overrides_and_unknown_fields():
-    c = preset("baby", n_layer=2, dropout=None)
-    assert (c.n_layer, c.n_embd, c.dropout, c.bias) == (2, 384, 0.2, False)
-    assert preset(None) == GPTConfig()
-    with pytest.raises(ValueError, match="unknown GPTConfig fields: n_layers"):
-        preset("gpt2", n_layers=3)
 
 
 def test_flops_per_token():
@@ -332,13 +240,10 @@ def test_flops_per_token():
     assert build_model(c).flops_per_token() == 6 * (3 * C * C + C * V) + 12 * C * T  # q, k, v, LM head; attention
     assert build_model(tiny_config(arch="bigram")).flops_per_token() == 0  # a lookup, no matmul
     with torch.device("meta"):
-        gpt2 = GPT(preset("gpt2"))
+        gpt2 = GPT(GPTConfig(preset="gpt2"))
     # nanoGPT's estimate, 6 N + 12 L C T, counts biases and norms in N too: 0.1% apart.
     nanogpt = 6 * gpt2.num_params(non_embedding=True) + 12 * 12 * 768 * 1024
     assert gpt2.flops_per_token() == pytest.approx(nanogpt, rel=2e-3)
-
-
-# ---- padding and bidirectional attention
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -349,15 +254,17 @@ def test_padding_never_changes_the_real_positions(causal, pos):
     short, long = torch.randint(0, 50, (1, 5)), torch.randint(0, 50, (1, 12))
     batch = torch.full((2, 12), 7)  # 7 stands for <|pad|>: any id, it must not matter
     batch[0, :5], batch[1] = short[0], long[0]
-    real = torch.zeros(2, 12, dtype=torch.bool)
-    real[0, :5], real[1] = True, True
+    attention_mask = torch.zeros(2, 12, dtype=torch.bool)
+    attention_mask[0, :5], attention_mask[1] = True, True
     with torch.no_grad():
-        padded = model(batch, real=real)
+        padded = model(batch, attention_mask=attention_mask)
         torch.testing.assert_close(padded[0, :5], model(short)[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(padded[1], model(long)[0], rtol=0, atol=1e-5)
         other_pad = batch.clone()
         other_pad[0, 5:] = 3
-        torch.testing.assert_close(model(other_pad, real=real)[0, :5], padded[0, :5], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            model(other_pad, attention_mask=attention_mask)[0, :5], padded[0, :5], rtol=0, atol=1e-5
+        )
         # without the mask a bidirectional model would see the padding
         if not causal:
             assert (model(batch)[0, :5] - padded[0, :5]).abs().max() > 1e-3

@@ -1,3 +1,5 @@
+"""gpt/report.py: parameters and memory of any model, and the command that prints them."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -5,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpt.config import GPTConfig, preset
+from gpt.config import GPTConfig
 from gpt.model import GPT
 from gpt.report import count, report
 
@@ -33,8 +35,8 @@ def test_report_command_refuses_an_unknown_preset():
 
 def test_counts_of_every_gpt2_size():
     # Kaplan's N for GPT-2 small is the familiar 85M; the others follow from the shapes.
-    assert count(preset("gpt2"))["non-embedding"] == 85_056_000
-    totals = {name: count(preset(name))["total"] for name in ("gpt2-medium", "gpt2-large", "gpt2-xl")}
+    assert count(GPTConfig(preset="gpt2"))["non-embedding"] == 85_056_000
+    totals = {name: count(GPTConfig(preset=name))["total"] for name in ("gpt2-medium", "gpt2-large", "gpt2-xl")}
     assert totals == {"gpt2-medium": 354_823_168, "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
 
 
@@ -50,3 +52,13 @@ def test_training_memory_is_what_adamw_really_holds():
     held += sum(t.numel() * t.element_size() for s in optimizer.state.values() for k, t in s.items() if k != "step")
     assert report(config)["untied"]["training 32-true / bf16-mixed"] == held
     assert report(config)["untied"]["weights fp32"] == sum(p.numel() * 4 for p in model.parameters())
+
+
+def test_report_has_an_option_for_every_model_setting():
+    from gpt.config import FIELDS
+
+    help_text = run_report("--help").stdout
+    assert all(f"--{field}" in help_text for field in FIELDS)
+    baby = run_report("--preset", "baby", "--pos", "rope", "--n_layer", "2")
+    assert baby.returncode == 0, baby.stderr
+    assert baby.stdout.startswith("baby: arch gpt: vocab 65, context 256, 2 layers x 384 wide, 6 heads of 64; rope")

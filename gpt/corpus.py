@@ -1,0 +1,247 @@
+"""Corpora: find or download the text, read it in blocks, pick its tokenizer, and encode it
+once into a token cache.
+
+    corpus = Corpus("shakespeare", data_dir="data")    # or a .txt file, or a folder of them
+    tokenizer = corpus.tokenizer(TokenizerConfig(kind="char"))
+    ids = corpus.ids(tokenizer)                         # np.memmap of uint16/uint32 ids
+
+A folder's .txt files (sorted by path, subfolders included) are documents, joined with
+<|endoftext|>. The ids are written once, in batches of blocks, to
+data_dir/cache/<name>-<content hash>-<tokenizer>-<tokenizer hash>.<dtype>: a changed corpus
+or tokenizer gets a new file, so a stale cache is never read.
+
+Plain Python and numpy, no Lightning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gpt.bpe import SPLIT_PATTERNS
+from gpt.files import atomic_write, md5_of, write_bytes
+from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer, TokenizerConfig
+
+log = logging.getLogger(__name__)
+
+# Tiny Shakespeare, as Karpathy's char-rnn repository serves it.
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SIZE = 1_115_394
+SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
+
+BLOCK_CHARS = 1 << 18  # text is read, and encoded, about 256k characters at a time
+BATCH_BLOCKS = 32  # blocks per call of the tokenizer's (multi-threaded) batch encoder
+
+
+def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
+    """Download Tiny Shakespeare to `path`, check its size and md5, write it atomically."""
+    log.info(f"Downloading Tiny Shakespeare from {url} to {path}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+    except OSError as e:
+        raise FileNotFoundError(
+            f"could not download Tiny Shakespeare from {url} ({e}); without internet, put the file at "
+            f"{path} or pass its path with --data.corpus PATH"
+        ) from None
+    md5 = hashlib.md5(data).hexdigest()
+    if len(data) != SHAKESPEARE_SIZE or md5 != SHAKESPEARE_MD5:
+        raise ValueError(
+            f"downloaded Tiny Shakespeare is {len(data)} bytes with md5 {md5}; expected "
+            f"{SHAKESPEARE_SIZE} bytes with md5 {SHAKESPEARE_MD5}. Nothing was written."
+        )
+    write_bytes(path, data)
+    return path
+
+
+def safe_cut(text: str, start: int = 0) -> int:
+    """The end of the last line in `text` after which a tokenizer cannot join across.
+
+    That is a newline that follows a non-space character and is followed by a letter.
+    The pre-split patterns of GPT-2, GPT-4 and characters all end a piece there and
+    start the next one at the letter, so encoding the two sides apart gives the same ids
+    as encoding them together. Returns the cut position (> start), or -1 if there is none.
+    """
+    i = len(text) - 1
+    while True:
+        i = text.rfind("\n", max(start, 1), i)
+        if i < 0:
+            return -1
+        if i + 1 < len(text) and not text[i - 1].isspace() and text[i + 1].isalpha():
+            return i + 1
+
+
+def read_blocks(path: Path, block_chars: int | None = None) -> Iterator[str]:
+    """The text of `path` in blocks of about block_chars (default BLOCK_CHARS) characters,
+    cut at `safe_cut`."""
+    block_chars = block_chars or BLOCK_CHARS
+    carry = ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            while chunk := f.read(block_chars):
+                text = carry + chunk
+                cut = safe_cut(text, start=max(0, len(carry) - 1))  # the carry has no cut in it
+                if cut < 0:
+                    carry = text  # no safe place yet: read on
+                    continue
+                yield text[:cut]
+                carry = text[cut:]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {str(path)!r} is not UTF-8 text ({e})") from None
+    if carry:
+        yield carry
+
+
+def id_dtype(vocab_size: int) -> type:
+    """The smallest unsigned integer type that holds every id."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+class Corpus:
+    """A corpus on disk, with its trained tokenizers and token caches under data_dir.
+
+    Args:
+        source: "shakespeare" (found under data_dir, else downloaded), the path of a UTF-8
+            text file, or a folder whose .txt files are the documents.
+        data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
+    """
+
+    def __init__(self, source: str = "shakespeare", data_dir: str | Path = "data"):
+        self.source, self.data_dir = source, Path(data_dir)
+        self._key: str | None = None
+
+    @property
+    def path(self) -> Path:
+        """The corpus file or folder: the user's path, else Tiny Shakespeare under data_dir,
+        downloaded when missing."""
+        if self.source == "shakespeare":
+            path = self.data_dir / "tinyshakespeare" / "input.txt"
+            return path if path.is_file() else download_shakespeare(path)
+        path = Path(self.source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file or of a folder "
+                "of .txt files with --data.corpus PATH, or 'shakespeare' for Tiny Shakespeare"
+            )
+        return path
+
+    @property
+    def is_folder(self) -> bool:
+        return self.path.is_dir()
+
+    def files(self) -> list[Path]:
+        """The documents: one file, or the .txt files of a folder in path order."""
+        path = self.path
+        if path.is_file():
+            return [path]
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise FileNotFoundError(f"corpus folder {str(path)!r} has no .txt files; put the documents there as .txt")
+        return files
+
+    def key(self) -> str:
+        """A hash of the content (and, for a folder, of its documents' names and order)."""
+        if self._key is None:
+            path, files = self.path, self.files()
+            if path.is_file():
+                self._key = md5_of(path)[:12]
+            else:
+                listing = "\n".join(f"{f.relative_to(path).as_posix()} {md5_of(f)}" for f in files)
+                self._key = hashlib.md5(listing.encode()).hexdigest()[:12]
+        return self._key
+
+    def blocks(self, fraction: float = 1.0) -> Iterator[str]:
+        """The text in blocks, documents one after the other, up to `fraction` of its bytes.
+        (A block never spans two documents.)"""
+        files = self.files()
+        budget = fraction * sum(f.stat().st_size for f in files)
+        for f in files:
+            for block in read_blocks(f):
+                size = len(block.encode("utf-8"))
+                if size >= budget:
+                    yield block.encode("utf-8")[: int(budget)].decode("utf-8", errors="ignore")
+                    return
+                budget -= size
+                yield block
+
+    # ---- the tokenizer
+
+    def tokenizer(self, config: TokenizerConfig, special: tuple[str, ...] = (), val_fraction: float = 0.1) -> Tokenizer:
+        """The tokenizer that config names. "char": the corpus's characters, with `special`
+        tokens after them (and <|endoftext|> for a folder's documents). "bpe": trained on
+        the first 1 - val_fraction of the corpus (the training split), saved under
+        data_dir/tokenizers and reused while corpus and settings stay the same."""
+        if config.kind == "tiktoken":
+            return TiktokenTokenizer(config.encoding)
+        if config.kind == "bpe":
+            return BPETokenizer.load(config.path) if config.path else self.trained_bpe(config, val_fraction)
+        chars: set[str] = set()
+        for block in self.blocks():
+            chars.update(block)
+        if not chars:
+            raise ValueError(f"corpus {str(self.path)!r} is empty")
+        special = ((ENDOFTEXT,) if self.is_folder else ()) + tuple(special)
+        return CharTokenizer("".join(sorted(chars)), special_tokens=special)
+
+    def bpe_path(self, config: TokenizerConfig, val_fraction: float) -> Path:
+        name = f"bpe-{self.path.stem}-{self.key()}-{config.vocab_size}-{config.pattern}-val{val_fraction}.json"
+        return self.data_dir / "tokenizers" / name
+
+    def trained_bpe(self, config: TokenizerConfig, val_fraction: float) -> BPETokenizer:
+        path = self.bpe_path(config, val_fraction)
+        if path.is_file():
+            return BPETokenizer.load(path)
+        log.info(f"Training a {config.vocab_size}-token BPE on the training split of {self.path}")
+        train_text = self.blocks(1 - val_fraction)
+        tokenizer = BPETokenizer.train(train_text, config.vocab_size, SPLIT_PATTERNS[config.pattern])
+        tokenizer.save(path)
+        log.info(f"Saved the BPE tokenizer to {path}")
+        return tokenizer
+
+    # ---- the token cache
+
+    def ids_path(self, tokenizer: Tokenizer) -> Path:
+        """The cache file of the encoded corpus, keyed by its content and the tokenizer."""
+        dtype = np.dtype(id_dtype(tokenizer.vocab_size)).name
+        key = f"{self.key()}-{tokenizer.kind}-{tokenizer.identity()}"
+        return self.data_dir / "cache" / f"{self.path.stem}-{key}.{dtype}"
+
+    def encode(self, tokenizer: Tokenizer) -> Path:
+        """Tokenize the corpus once, in batches of blocks, straight to the cache file.
+
+        Memory holds one batch of text and its ids, never the whole corpus. Documents of a
+        folder are joined with <|endoftext|>. Later runs memory-map the cached ids.
+        """
+        path = self.ids_path(tokenizer)
+        if path.is_file():
+            return path
+        files = self.files()
+        dtype = id_dtype(tokenizer.vocab_size)
+        if len(files) > 1 and tokenizer.eot_id is None:
+            raise ValueError(f"{tokenizer!r} has no {ENDOFTEXT} token to join the documents of a folder corpus")
+        n_tokens, total = 0, sum(f.stat().st_size for f in files)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"Encoding {self.path.name}", disable=None)
+        with atomic_write(path) as out, bar:
+            for i, f in enumerate(files):
+                if i > 0:
+                    np.asarray([tokenizer.eot_id], dtype=dtype).tofile(out)  # documents joined by <|endoftext|>
+                    n_tokens += 1
+                blocks = read_blocks(f)
+                while batch := list(itertools.islice(blocks, BATCH_BLOCKS)):
+                    for ids in tokenizer.encode_batch(batch):
+                        np.asarray(ids, dtype=dtype).tofile(out)
+                        n_tokens += len(ids)
+                    bar.update(sum(len(b.encode("utf-8")) for b in batch))
+        log.info(f"Encoded {self.path} into {n_tokens:,} tokens with {tokenizer!r}, cached at {path}")
+        return path
+
+    def ids(self, tokenizer: Tokenizer) -> np.ndarray:
+        """The encoded corpus, memory-mapped from its cache (encoded first if need be)."""
+        return np.memmap(self.encode(tokenizer), dtype=id_dtype(tokenizer.vocab_size), mode="r")

@@ -1,0 +1,58 @@
+"""Writing files so that a crash never leaves half of one, and checksums of what was written.
+
+Every file the project writes (token caches, downloaded corpora, tokenizers, exported
+models, predictions) goes through `atomic_write`: the bytes go to a temporary file in the
+same folder, which is renamed over the target only once it is complete. A reader sees the
+old file or the new one, never a mixture, and a failure leaves the old one untouched.
+
+Plain Python, no Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file to write `path` through (mode "wb" or "w"): a temporary file beside it,
+    flushed to disk and renamed to `path` when the block ends without an error; on an
+    error it is deleted and `path` is as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder, so the rename stays on one filesystem and is atomic.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def md5_of(path: str | Path) -> str:
+    """The md5 of a file's bytes, read a megabyte at a time."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

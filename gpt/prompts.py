@@ -1,0 +1,48 @@
+"""Prompts for predict: typed on the command line (escapes such as \\n allowed) or read from
+a file, one a line, or one JSON value a line in a .jsonl file.
+
+Plain Python, no Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def unescape(text: str) -> str:
+    """Turn backslash escapes typed on a command line ("\\n") into the characters they name."""
+    if "\\" not in text:
+        return text
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts from a text file, one a line (escape sequences allowed; blank lines skipped),
+    or from a .jsonl file, one JSON string or {"prompt": ...} object a line."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"prompts file {path!r} does not exist")
+    prompts = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if file.suffix != ".jsonl":
+            prompts.append(unescape(line))
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+        prompt = value.get("prompt") if isinstance(value, dict) else value
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f'{path}, line {number}: expected a non-empty string or {{"prompt": "..."}}, got {line!r}')
+        prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"prompts file {path!r} has no prompts")
+    return prompts
+
+
+def prompt_items(prompts: list[str | None], num_samples: int) -> list[dict]:
+    """Every sample of every prompt, in order: {"index", "sample", "prompt"} (None: no prompt)."""
+    return [{"index": i, "sample": j, "prompt": p} for i, p in enumerate(prompts) for j in range(num_samples)]

@@ -1,0 +1,102 @@
+"""gpt/callbacks.py: the dropout schedule and the JSON-lines prediction writer."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from gpt.callbacks import DropoutSchedule, JSONLinesWriter
+from gpt.datamodule import GPTDataModule, as_list
+from gpt.generation import SamplingSettings
+from gpt.lit_module import LitGPT
+from gpt.prompts import prompt_items
+from gpt.tokenizers import CharTokenizer
+
+
+def test_dropout_schedule_moves_every_dropout_and_is_logged(small_corpus, tmp_path):
+    dm = GPTDataModule(corpus=str(small_corpus), data_dir=str(tmp_path / "data"), block_size=32, batch_size=4)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            attn = module.model.transformer.h[0].attn
+            seen.append((module.model.transformer.drop.p, attn.dropout, attn.resid_dropout.p))
+
+    module = LitGPT(
+        vocab_size=dm.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32, dropout=0.3, val_sample_tokens=0
+    )
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        log_every_n_steps=1,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[DropoutSchedule(0.5, 0.1, steps=4), Record()],
+    )
+    trainer.fit(module, datamodule=dm)
+    expected = [0.5, 0.4, 0.3, 0.2, 0.1, 0.1]
+    assert [p for p, _, _ in seen] == pytest.approx(expected)
+    assert all(a == b == c for a, b, c in seen)
+    logged = [line.split(",") for line in (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()]
+    column = logged[0].index("train/dropout")
+    assert [float(row[column]) for row in logged[1:] if row[column]] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="DropoutSchedule end must be in"):
+        DropoutSchedule(0.1, 1.0)
+
+
+def predict(prompts: list[str], *callbacks: L.Callback) -> None:
+    torch.manual_seed(0)
+    module = LitGPT(
+        vocab_size=5,
+        block_size=8,
+        n_layer=1,
+        n_head=1,
+        n_embd=8,
+        sampling=SamplingSettings(max_new_tokens=3, stream=False),
+    )
+    module.tokenizer = CharTokenizer("abcde")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=list(callbacks))
+    trainer.predict(module, DataLoader(prompt_items(prompts, 2), batch_size=2, collate_fn=as_list))
+
+
+def test_json_lines_writer_replaces_the_old_file_only_when_predict_ends(tmp_path, capsys):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    during = []
+
+    class Peek(L.Callback):
+        def on_predict_batch_end(self, *args, **kwargs):
+            during.append(path.read_text())
+
+    predict(["ab", "c"], JSONLinesWriter(str(path)), Peek())
+    assert during == ["old\n", "old\n"]  # whole and old while predict runs
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["index"], r["sample"], r["prompt"]) for r in records] == [
+        (0, 0, "ab"),
+        (0, 1, "ab"),
+        (1, 0, "c"),
+        (1, 1, "c"),
+    ]
+    assert all(len(r["completion"]) == 3 and r["settings"]["max_new_tokens"] == 3 for r in records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary file left
+
+
+def test_json_lines_writer_keeps_the_old_file_when_predict_fails(tmp_path, capsys):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(ValueError, match="character 'z'"):
+        predict(["ab", "az"], JSONLinesWriter(str(path)))
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_json_lines_writer_refuses_a_folder(tmp_path, capsys):
+    with pytest.raises(ValueError, match="the JSON-lines writer's path .* is a folder; give a file name"):
+        predict(["ab"], JSONLinesWriter(str(tmp_path)))

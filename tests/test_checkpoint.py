@@ -1,0 +1,82 @@
+"""gpt/checkpoint.py: the one place a checkpoint is opened, checked and read."""
+
+import shutil
+
+import pytest
+import torch
+
+from gpt.checkpoint import (
+    check_checkpoint,
+    checkpoint_tokenizer,
+    load_checkpoint,
+    load_model,
+    model_config,
+    model_weights,
+    read_tokenizer,
+)
+from gpt.model import GPT, TransformerLM
+from helpers import FIXTURES, LINES_TEXT
+
+LEGACY = FIXTURES / "legacy"
+
+
+def test_load_model_gives_a_plain_model_in_eval_mode_with_its_tokenizer():
+    model, tokenizer = load_model(LEGACY / "char_gpt2.ckpt")
+    assert isinstance(model, GPT) and not model.training
+    assert tokenizer.decode(tokenizer.encode(LINES_TEXT)) == LINES_TEXT
+    checkpoint = load_checkpoint(LEGACY / "char_gpt2.ckpt")
+    weights = model_weights(checkpoint)
+    assert set(weights) == set(model.state_dict()) and all(
+        torch.equal(weights[k], v) for k, v in model.state_dict().items()
+    )
+
+
+def test_model_config_from_the_hyperparameters():
+    blocks = model_config(load_checkpoint(LEGACY / "char_blocks.ckpt"))
+    assert (blocks.arch, blocks.n_layer, blocks.n_embd, blocks.block_size, blocks.causal) == ("blocks", 1, 16, 16, True)
+    assert isinstance(load_model(LEGACY / "char_blocks.ckpt")[0], TransformerLM)
+    masked = model_config(load_checkpoint(LEGACY / "bpe_masked.ckpt"))
+    assert (masked.pos, masked.mlp, masked.norm, masked.bias) == ("rope", "swiglu", "rmsnorm", False)
+    assert masked.causal is False  # a masked model attends both ways: its objective says so
+
+
+def test_a_path_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint 'nope.ckpt' does not exist"):
+        check_checkpoint("nope.ckpt")
+    (tmp_path / "text.ckpt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "text.ckpt")
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes((LEGACY / "char_gpt2.ckpt").read_bytes()[:2000])
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        load_checkpoint(cut)
+
+
+def test_code_in_a_checkpoint_is_never_run(tmp_path):
+    class Planted:
+        def __reduce__(self):
+            return (print, ("planted code ran",))
+
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "planted": Planted()}, tmp_path / "planted.ckpt")
+    with pytest.raises(ValueError, match="could not be read safely"):
+        load_checkpoint(tmp_path / "planted.ckpt")
+
+
+def test_the_tokenizer_must_fit_the_model(tmp_path):
+    checkpoint = load_checkpoint(LEGACY / "char_gpt2.ckpt")
+    checkpoint["tokenizer"] = {"kind": "char", "chars": "abc", "special_tokens": []}
+    with pytest.raises(ValueError, match="the checkpoint's tokenizer has 3 tokens but its model has vocab_size 43"):
+        checkpoint_tokenizer(checkpoint)
+    del checkpoint["tokenizer"]
+    assert checkpoint_tokenizer(checkpoint) is None
+    torch.save(checkpoint, tmp_path / "no_tokenizer.ckpt")
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        read_tokenizer(tmp_path / "no_tokenizer.ckpt")
+
+
+def test_a_checkpoint_without_hyperparameters(tmp_path):
+    shutil.copy(LEGACY / "char_gpt2.ckpt", tmp_path / "c.ckpt")
+    checkpoint = load_checkpoint(tmp_path / "c.ckpt")
+    del checkpoint["hyper_parameters"]
+    with pytest.raises(ValueError, match="the checkpoint has no hyperparameters"):
+        model_config(checkpoint)

@@ -1,0 +1,260 @@
+"""gpt/corpus.py: finding and downloading corpora, reading them in blocks, their tokenizers
+and the token cache."""
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+
+import gpt.corpus as corpus_module
+from gpt.bpe import SPLIT_PATTERNS
+from gpt.corpus import Corpus, read_blocks, safe_cut
+from gpt.tokenizers import ENDOFTEXT, BPETokenizer, TiktokenTokenizer, TokenizerConfig
+
+BPE_300 = TokenizerConfig(kind="bpe", vocab_size=300)
+
+
+def make_corpus(tmp_path, path) -> Corpus:
+    return Corpus(str(path), data_dir=tmp_path / "data")
+
+
+def cached_ids(corpus: Corpus, tokenizer) -> np.ndarray:
+    return np.fromfile(corpus.encode(tokenizer), dtype=corpus.ids(tokenizer).dtype)
+
+
+# ---- files and downloads
+
+
+def test_missing_corpus_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"corpus file .*nope.txt' does not exist"):
+        make_corpus(tmp_path, tmp_path / "nope.txt").path
+
+
+def test_folder_without_text_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="corpus folder .*empty' has no .txt files"):
+        make_corpus(tmp_path, tmp_path / "empty").files()
+
+
+def test_corpus_that_is_not_utf8(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt' is not UTF-8 text"):
+        list(make_corpus(tmp_path, tmp_path / "latin1.txt").blocks())
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_checks_size_and_md5(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda url, timeout: _Response(b"not shakespeare"))
+    target = tmp_path / "tinyshakespeare" / "input.txt"
+    with pytest.raises(ValueError, match="expected 1115394 bytes with md5 6fb458f1232090904fb40fe944165e91"):
+        corpus_module.download_shakespeare(target)
+    assert not target.exists()
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []  # no partial file left
+
+
+def test_download_writes_verified_file(tmp_path, monkeypatch, shakespeare):
+    data = shakespeare.read_bytes()
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda url, timeout: _Response(data))
+    path = Corpus(data_dir=tmp_path).path  # "shakespeare", not yet under data_dir
+    assert path == tmp_path / "tinyshakespeare" / "input.txt"
+    assert hashlib.md5(path.read_bytes()).hexdigest() == corpus_module.SHAKESPEARE_MD5
+    assert [p.name for p in path.parent.iterdir()] == ["input.txt"]  # no temporary file left beside it
+
+
+def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    def offline(url, timeout):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match="could not download Tiny Shakespeare.*--data.corpus PATH"):
+        Corpus(data_dir=tmp_path).path
+
+
+# ---- reading in blocks
+
+
+def test_safe_cut_is_after_a_line_that_a_letter_follows():
+    assert safe_cut("speak.\nFirst") == len("speak.\n")
+    assert safe_cut("a\n\nFirst") == -1  # a blank line: GPT-2 keeps "\n\n" at the end of a text together
+    assert safe_cut("x\n 1\n\n") == -1
+    assert safe_cut("One:\nTwo,\nthree") == len("One:\nTwo,\n")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "cl100k_base", "bpe"])
+def test_encoding_in_blocks_equals_encoding_the_whole_text(name, shakespeare):
+    text = shakespeare.read_text(encoding="utf-8")
+    if name == "bpe":
+        tok = BPETokenizer.train([text[:300_000]], vocab_size=1000)
+    else:
+        tok = TiktokenTokenizer(name)
+    blocks = list(read_blocks(shakespeare, block_chars=5000))
+    assert len(blocks) > 200 and "".join(blocks) == text
+    ids = [i for block_ids in tok.encode_batch(blocks) for i in block_ids]
+    assert ids == tok.encode(text)
+
+
+def test_corpus_is_encoded_in_batches_of_blocks(tmp_path, shakespeare, monkeypatch):
+    monkeypatch.setattr(corpus_module, "BLOCK_CHARS", 20_000)
+    monkeypatch.setattr(corpus_module, "BATCH_BLOCKS", 4)
+    corpus = make_corpus(tmp_path, shakespeare)
+    tok = corpus.tokenizer(TokenizerConfig())
+    batches = []
+    encode_batch = tok.encode_batch
+    monkeypatch.setattr(tok, "encode_batch", lambda texts: batches.append(len(texts)) or encode_batch(texts))
+    ids = np.fromfile(corpus.encode(tok), dtype=np.uint16)
+    assert len(batches) > 10 and max(batches) == 4  # never more than one batch of text at a time
+    assert tok.decode(ids.tolist()) == shakespeare.read_text(encoding="utf-8")
+
+
+# ---- the token cache
+
+
+def test_ids_are_cached_and_reused(tmp_path, small_corpus, monkeypatch):
+    corpus = make_corpus(tmp_path, small_corpus)
+    tok = corpus.tokenizer(TokenizerConfig())
+    path = corpus.encode(tok)
+    assert path.is_file() and path.stat().st_size == 2 * len(small_corpus.read_text())
+    assert tok.decode(cached_ids(corpus, tok).tolist()) == small_corpus.read_text()
+
+    def fail(*args):
+        raise AssertionError("the corpus was encoded again")
+
+    again = make_corpus(tmp_path, small_corpus)
+    monkeypatch.setattr(type(tok), "encode", fail)
+    monkeypatch.setattr(type(tok), "encode_batch", fail)
+    assert again.encode(again.tokenizer(TokenizerConfig())) == path
+
+
+def test_cache_key_follows_corpus_content(tmp_path, small_corpus):
+    corpus = make_corpus(tmp_path, small_corpus)
+    before = corpus.ids_path(corpus.tokenizer(TokenizerConfig()))
+    small_corpus.write_text(small_corpus.read_text() + "More text.\n")
+    after = make_corpus(tmp_path, small_corpus)
+    assert after.ids_path(after.tokenizer(TokenizerConfig())) != before
+
+
+def test_ids_are_uint32_when_the_vocabulary_needs_it(tmp_path, small_corpus):
+    corpus = make_corpus(tmp_path, small_corpus)
+    tok = corpus.tokenizer(TokenizerConfig(kind="tiktoken", encoding="cl100k_base"))
+    assert corpus.ids_path(tok).suffix == ".uint32"
+    assert cached_ids(corpus, tok).tolist() == tok.encode(small_corpus.read_text())
+    assert corpus.ids(tok).dtype == np.uint32
+
+
+def test_char_ids_are_uint16(tmp_path, small_corpus):
+    corpus = make_corpus(tmp_path, small_corpus)
+    tok = corpus.tokenizer(TokenizerConfig())
+    assert corpus.ids_path(tok).suffix == ".uint16" and corpus.ids(tok).dtype == np.uint16
+
+
+def test_cache_key_follows_the_tokenizer(tmp_path, small_corpus):
+    corpus = make_corpus(tmp_path, small_corpus)
+    configs = [
+        TokenizerConfig(),
+        TokenizerConfig(kind="tiktoken"),
+        TokenizerConfig(kind="tiktoken", encoding="cl100k_base"),
+        BPE_300,
+        TokenizerConfig(kind="bpe", vocab_size=310),
+        TokenizerConfig(kind="bpe", vocab_size=300, pattern="gpt2"),
+    ]
+    assert len({corpus.ids_path(corpus.tokenizer(config)) for config in configs}) == 6
+
+
+def test_changed_corpus_is_encoded_again_never_read_stale(tmp_path, small_corpus):
+    for config in (TokenizerConfig(), BPE_300):
+        before = make_corpus(tmp_path, small_corpus)
+        before_tok = before.tokenizer(config)
+        before_ids = cached_ids(before, before_tok)
+        small_corpus.write_text(small_corpus.read_text() + "\nMENENIUS:\nWhat work's, my countrymen?\n")
+        after = make_corpus(tmp_path, small_corpus)
+        tok = after.tokenizer(config)
+        assert after.ids_path(tok) != before.ids_path(before_tok)
+        ids = cached_ids(after, tok)
+        assert len(ids) > len(before_ids)
+        assert tok.decode(ids.tolist()) == small_corpus.read_text()
+
+
+def test_tiny_shakespeare_has_the_ids_of_nanogpt(tmp_path, shakespeare, monkeypatch):
+    monkeypatch.setattr(corpus_module, "BLOCK_CHARS", 50_000)  # many batches of blocks
+    corpus = make_corpus(tmp_path, shakespeare)
+    chars = corpus.tokenizer(TokenizerConfig())
+    assert chars.vocab_size == 65 and len(corpus.ids(chars)) == 1_115_394
+    gpt2 = corpus.tokenizer(TokenizerConfig(kind="tiktoken"))
+    ids = corpus.ids(gpt2)
+    # nanoGPT's data/shakespeare/prepare.py: 301,966 train + 36,059 val tokens
+    assert len(ids) == 338_025 and corpus.ids_path(gpt2).suffix == ".uint16"
+    assert gpt2.decode(ids[:5].tolist()) == "First Citizen:\nBefore"
+
+
+# ---- the tokenizer of a corpus
+
+
+def test_bpe_is_trained_on_the_training_split_saved_and_reused(tmp_path, small_corpus, monkeypatch):
+    text = small_corpus.read_text()
+    corpus = make_corpus(tmp_path, small_corpus)
+    tok = corpus.tokenizer(BPE_300, val_fraction=0.1)
+    assert tok.vocab_size == 300 and corpus.bpe_path(BPE_300, 0.1).is_file()
+    expected = BPETokenizer.train([text[: int(len(text.encode()) * 0.9)]], vocab_size=300)  # ASCII: bytes = chars
+    assert tok.merges == expected.merges
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the BPE was trained again")
+
+    monkeypatch.setattr(corpus_module.BPETokenizer, "train", fail)
+    again = make_corpus(tmp_path, small_corpus).tokenizer(BPE_300, val_fraction=0.1)
+    assert again.merges == tok.merges
+    # A saved BPE can also be named directly: the same tokenizer, so the same cache.
+    named = corpus.tokenizer(TokenizerConfig(kind="bpe", path=str(corpus.bpe_path(BPE_300, 0.1))))
+    assert named.merges == tok.merges and corpus.ids_path(named) == corpus.ids_path(again)
+
+
+def test_bpe_uses_the_pattern_it_names(tmp_path, small_corpus):
+    tok = make_corpus(tmp_path, small_corpus).tokenizer(TokenizerConfig(kind="bpe", vocab_size=300, pattern="gpt2"))
+    assert tok.pattern == SPLIT_PATTERNS["gpt2"]
+
+
+def test_char_tokenizer_gains_the_special_tokens_asked_for(tmp_path, small_corpus):
+    corpus = make_corpus(tmp_path, small_corpus)
+    n_chars = len(set(small_corpus.read_text()))
+    tok = corpus.tokenizer(TokenizerConfig(), special=("<|pad|>", "<|mask|>"))
+    assert tok.special_tokens == {"<|pad|>": n_chars, "<|mask|>": n_chars + 1}
+
+
+def test_empty_corpus_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty.txt' is empty"):
+        make_corpus(tmp_path, tmp_path / "empty.txt").tokenizer(TokenizerConfig())
+
+
+@pytest.fixture
+def folder_corpus(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("Second document.\n")
+    (folder / "a.txt").write_text(f"First document, which mentions {ENDOFTEXT} as text.\n")
+    (folder / "sub" / "c.txt").write_text("Third, in a subfolder.\n")
+    (folder / "notes.md").write_text("not a .txt file: ignored\n")
+    return folder
+
+
+@pytest.mark.parametrize("config", [TokenizerConfig(), TokenizerConfig(kind="tiktoken")], ids=["char", "gpt2"])
+def test_folder_documents_are_joined_with_endoftext(tmp_path, folder_corpus, config):
+    corpus = make_corpus(tmp_path, folder_corpus)
+    tok = corpus.tokenizer(config)
+    assert tok.eot_id is not None
+    docs = [(folder_corpus / name).read_text() for name in ("a.txt", "b.txt", "sub/c.txt")]
+    expected = tok.encode(docs[0]) + [tok.eot_id] + tok.encode(docs[1]) + [tok.eot_id] + tok.encode(docs[2])
+    ids = cached_ids(corpus, tok).tolist()
+    assert ids == expected
+    assert ids.count(tok.eot_id) == 2  # the "<|endoftext|>" typed in a.txt stays text
+    # Adding a document changes the cache key.
+    (folder_corpus / "d.txt").write_text("Fourth.\n")
+    assert make_corpus(tmp_path, folder_corpus).ids_path(tok) != corpus.ids_path(tok)

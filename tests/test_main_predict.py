@@ -1,0 +1,216 @@
+"""main.py predict, run as a user runs it: prompts, sampling settings, streaming, the
+JSON-lines writer, fill-mask, and the errors a user can cause."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt.tokenizers import MASK
+from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, read_jsonl, run_main, samples
+
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
+
+
+def predict(checkpoint: Path, cwd: Path, *extra: str):
+    return run_main("predict", "--ckpt_path", str(checkpoint), "--data.corpus", "missing.txt", *extra, cwd=cwd)
+
+
+def test_predict_without_the_corpus(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    # A fresh folder, no corpus, no data cache, no config: only the checkpoint.
+    settings = "--data.prompt First --model.sampling.max_new_tokens 50 --data.num_samples 2 --model.sampling.seed 3"
+    result = predict(checkpoint, tmp_path, *settings.split())
+    assert result.returncode == 0, result.stderr[-3000:]
+    texts = samples(result.stdout)
+    assert len(texts) == 2
+    assert all(t.startswith("First") and len(t) == 5 + 50 for t in texts)
+    assert texts[0] != texts[1]
+    assert not (tmp_path / "lightning_logs").exists()  # predict leaves no run folder
+
+
+@pytest.mark.slow  # several processes
+def test_predict_same_seed_same_text(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    runs = [
+        predict(checkpoint, tmp_path, *f"--model.sampling.max_new_tokens 30 --model.sampling.seed {s}".split())
+        for s in "778"
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-3000:]
+    a, b, c = (samples(r.stdout) for r in runs)
+    assert a == b
+    assert a != c
+
+
+def test_predict_greedy_is_deterministic_and_escapes_newlines(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    args = "--model.sampling.temperature 0 --model.sampling.max_new_tokens 20 --data.prompt All:\\n".split()
+    a, b = predict(checkpoint, tmp_path, *args, "--model.sampling.seed", "1"), predict(checkpoint, tmp_path, *args)
+    assert a.returncode == 0, a.stderr[-3000:]
+    assert samples(a.stdout) == samples(b.stdout)
+    assert samples(a.stdout)[0].startswith("All:\n")
+
+
+def test_error_unknown_character_in_prompt(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    result = predict(checkpoint, tmp_path, "--data.prompt", "Fi#")
+    assert_clean_error(result, "character '#' at position 2 is not in the tokenizer's vocabulary")
+
+
+def test_error_empty_prompt(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    result = predict(checkpoint, tmp_path, "--data.prompt", "")
+    assert_clean_error(result, "the prompt is empty")
+
+
+def test_bpe_predict_without_the_corpus_takes_any_text(trained_bpe, tmp_path):
+    _, checkpoint, _, _ = trained_bpe
+    prompt = "Citizen 🙂 naïve"  # characters the corpus never had: bytes are always in the vocabulary
+    runs = [
+        predict(checkpoint, tmp_path, "--data.prompt", prompt, "--model.sampling.max_new_tokens", "20") for _ in "ab"
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr[-3000:]
+    texts = samples(runs[0].stdout)
+    assert len(texts) == 1 and texts[0].startswith(prompt) and len(texts[0]) > len(prompt)
+    assert samples(runs[1].stdout) == texts
+
+
+def test_error_checkpoint_tokenizer_does_not_fit_the_model(trained_bpe, tmp_path):
+    _, checkpoint, _, _ = trained_bpe
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    ckpt["tokenizer"] = {"kind": "tiktoken", "encoding": "gpt2"}
+    torch.save(ckpt, tmp_path / "mixed.ckpt")
+    result = predict(tmp_path / "mixed.ckpt", tmp_path)
+    assert_clean_error(result, "the checkpoint's tokenizer has 50257 tokens but its model has vocab_size 300")
+
+
+def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
+    gpt2 = "--data.tokenizer.kind tiktoken --data.tokenizer.encoding gpt2 --model.val_sample_tokens 0".split()
+    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=6), *gpt2, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
+    ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    assert ckpt["tokenizer"] == {"kind": "tiktoken", "encoding": "gpt2"}
+    assert ckpt["hyper_parameters"]["vocab_size"] == 50257
+    out = predict(
+        checkpoint, tmp_path, "--data.prompt", "Every effort moves you", "--model.sampling.max_new_tokens", "5"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert samples(out.stdout)[0].startswith("Every effort moves you")
+
+
+def test_prompts_from_a_file_with_samples_in_order_and_saved_as_json_lines(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    (tmp_path / "prompts.jsonl").write_text('"First"\n{"prompt": "All:\\nSp"}\n\n"Be"\n', encoding="utf-8")
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "out/samples.jsonl"]
+    settings = "--data.prompts_file prompts.jsonl --data.num_samples 2 --model.sampling.max_new_tokens 25"
+    result = predict(checkpoint, tmp_path, *settings.split(), "--model.sampling.stop_at_eot", "false", *writer)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "out" / "samples.jsonl")
+    prompts = ["First", "First", "All:\nSp", "All:\nSp", "Be", "Be"]
+    assert [(r["index"], r["sample"], r["prompt"]) for r in records] == [
+        (i // 2, i % 2, p) for i, p in enumerate(prompts)
+    ]
+    assert all(len(r["completion"]) == 25 and r["finish"] == "length" for r in records)
+    assert records[0]["completion"] != records[1]["completion"]  # two samples, not one twice
+    assert records[0]["settings"] == dict(
+        max_new_tokens=25,
+        temperature=0.8,
+        top_k=None,
+        top_p=None,
+        stop=[],
+        stop_at_eot=False,
+        seed=1337,
+        kv_cache=True,
+        stream=True,
+    )
+    assert samples(result.stdout) == [r["prompt"] + r["completion"] for r in records]  # what was printed
+
+
+@pytest.mark.slow  # several processes
+def test_batched_and_streamed_greedy_predict_agree(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    (tmp_path / "prompts.txt").write_text("First\nAll:\\nSpeak\nFirst C\nAll\n", encoding="utf-8")
+    args = "--data.prompts_file prompts.txt --model.sampling.max_new_tokens 30 --model.sampling.temperature 0".split()
+    streamed = predict(checkpoint, tmp_path, *args)
+    batched = predict(checkpoint, tmp_path, *args, "--model.sampling.stream", "false", "--data.batch_size", "4")
+    uncached = predict(checkpoint, tmp_path, *args, "--model.sampling.kv_cache", "false")
+    assert streamed.returncode == batched.returncode == uncached.returncode == 0, batched.stderr[-3000:]
+    texts = samples(streamed.stdout)
+    prompts = ["First", "All:\nSpeak", "First C", "All"]
+    assert [t[: len(p)] for t, p in zip(texts, prompts)] == prompts
+    assert samples(batched.stdout) == texts == samples(uncached.stdout)
+
+
+def test_stop_strings_and_no_prompt(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
+    settings = "--model.sampling.max_new_tokens 200 --data.num_samples 3".split()
+    stop = ["--model.sampling.stop", '[":", "zz"]']
+    result = run_main("predict", "--ckpt_path", str(checkpoint), *settings, *stop, *writer, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(tmp_path / "s.jsonl")
+    assert all(r["prompt"] is None and ":" not in r["completion"] for r in records)
+    assert [r["finish"] for r in records] == ["stop"] * 3  # every speaker's name ends in ":"
+    assert all(s.startswith("\n") for s in samples(result.stdout))  # no prompt: text starts after a newline
+
+
+def test_predict_streams_while_it_writes(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    settings = "--data.prompt First --model.sampling.max_new_tokens 20000 --model.sampling.temperature 1.0"
+    command = [sys.executable, str(ROOT / "main.py"), "predict", "--ckpt_path", str(checkpoint), *settings.split()]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        first = process.stdout.read(200)  # arrives long before the 20,000th token
+        assert first.startswith(b"First") and len(first) == 200
+        assert process.poll() is None  # still writing
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.sampling.top_p", "1.5"], "error: top_p must be in (0, 1] (or None for no limit), got 1.5"),
+        (["--model.sampling.temperature", "-1"], "error: temperature must be >= 0 (0 means greedy), got -1.0"),
+        (["--model.sampling.top_k", "0"], "error: top_k must be >= 1 (or None for no limit), got 0"),
+        (["--model.sampling.max_new_tokens", "-5"], "error: max_new_tokens must be >= 0, got -5"),
+        (["--data.prompts_file", "nope.txt"], "error: prompts file 'nope.txt' does not exist"),
+        (["--model.temperature", "0.5"], "error: --model.temperature is now --model.sampling.temperature"),
+        (["--model.sample_seed=3"], "error: --model.sample_seed is now --model.sampling.seed"),
+    ],
+)
+def test_error_bad_predict_settings(trained, tmp_path, extra, message):
+    _, checkpoint, _, _ = trained
+    assert_clean_error(predict(checkpoint, tmp_path, *extra), message)
+
+
+@pytest.mark.slow  # several processes
+def test_cli_masked_fit_then_fill_mask(tmp_path):
+    speeches = tmp_path / "speeches.txt"
+    speeches.write_text(SPEECHES_TEXT)
+    settings = (
+        "--data.mode paragraphs --model.objective masked --model.n_layer 1 --model.n_head 2 --model.n_embd 32 "
+        "--model.block_size 32 --data.batch_size 4 --trainer.max_steps 4 --trainer.enable_progress_bar false"
+    )
+    fit = run_main("fit", "--data.corpus", str(speeches), *settings.split(), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "fill.jsonl"]
+    prompt = ["--data.prompt", "Spe<|mask|>k, <|mask|>peak."]
+    out = run_main(
+        "predict", "--ckpt_path", str(checkpoint), *prompt, "--model.sampling.top_k", "3", *writer, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (record,) = read_jsonl(tmp_path / "fill.jsonl")
+    assert len(record["candidates"]) == 2 and all(len(c) == 3 for c in record["candidates"])
+    assert all(sum(p for _, p in c) <= 1.0001 for c in record["candidates"])
+    filled = record["completion"]
+    assert len(filled) == len("Speak, speak.") and filled[:3] == "Spe" and MASK not in filled
+    assert f"{MASK} 1: " in out.stdout and f"{MASK} 2: " in out.stdout
+    no_mask = run_main("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "Speak", cwd=tmp_path)
+    assert_clean_error(no_mask, "error: the prompt has no <|mask|> to fill")
