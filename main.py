@@ -61,6 +61,19 @@ MOVED_FLAGS = {f"--model.{f.name}": f"--model.sampling.{f.name}" for f in fields
 MOVED_FLAGS["--model.sample_seed"] = "--model.sampling.seed"
 
 
+def renamed_flags(argv: list[str]) -> list[str]:
+    """argv with predict's settings under their old names (--model.temperature) given their
+    new ones (--model.sampling.temperature), and a note saying so: old commands keep working."""
+    out = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if name in MOVED_FLAGS:
+            print(f"note: {name} is now {MOVED_FLAGS[name]}; the old name still works", file=sys.stderr)
+            arg = MOVED_FLAGS[name] + equals + value
+        out.append(arg)
+    return out
+
+
 def model_block_size(preset: str | None, block_size: int | None) -> int:
     """The model's block_size: as given, else its preset's (an unknown preset is refused, with
     the known ones listed, when the model is built)."""
@@ -83,10 +96,10 @@ class GPTCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        for arg in sys.argv[1:] if args is None else args:
-            name = arg.split("=")[0] if isinstance(arg, str) else ""
-            if name in MOVED_FLAGS:  # a command from before the sampling settings were grouped
-                raise ValueError(f"{name} is now {MOVED_FLAGS[name]}: predict's settings are under --model.sampling.*")
+        if args is None:
+            sys.argv[1:] = renamed_flags(sys.argv[1:])  # in place: DDP relaunches this very command
+        elif isinstance(args, list):
+            args = renamed_flags(args)
         super().parse_arguments(parser, args)
         # Lightning reads --ckpt_path's hyperparameters right after parsing; a wrong file
         # would fail there with a message about torch.load's weights_only.

@@ -32,6 +32,17 @@ def test_predict_without_the_corpus(trained, tmp_path):
     assert not (tmp_path / "lightning_logs").exists()  # predict leaves no run folder
 
 
+def test_the_flags_from_before_the_sampling_group_still_work(trained, tmp_path):
+    _, checkpoint, _, _ = trained
+    old_flags = "--model.max_new_tokens 20 --model.temperature 0 --model.sample_seed=3"
+    old = predict(checkpoint, tmp_path, *old_flags.split())
+    new = predict(checkpoint, tmp_path, *"--model.sampling.max_new_tokens 20 --model.sampling.temperature 0".split())
+    assert old.returncode == 0, old.stderr[-3000:]
+    assert samples(old.stdout) == samples(new.stdout) and len(samples(old.stdout)[0]) == 1 + 20
+    assert "note: --model.temperature is now --model.sampling.temperature; the old name still works" in old.stderr
+    assert "note: --model.sample_seed is now --model.sampling.seed" in old.stderr
+
+
 @pytest.mark.slow  # several processes
 def test_predict_same_seed_same_text(trained, tmp_path):
     _, checkpoint, _, _ = trained
@@ -180,8 +191,6 @@ def test_predict_streams_while_it_writes(trained, tmp_path):
         (["--model.sampling.top_k", "0"], "error: top_k must be >= 1 (or None for no limit), got 0"),
         (["--model.sampling.max_new_tokens", "-5"], "error: max_new_tokens must be >= 0, got -5"),
         (["--data.prompts_file", "nope.txt"], "error: prompts file 'nope.txt' does not exist"),
-        (["--model.temperature", "0.5"], "error: --model.temperature is now --model.sampling.temperature"),
-        (["--model.sample_seed=3"], "error: --model.sample_seed is now --model.sampling.seed"),
     ],
 )
 def test_error_bad_predict_settings(trained, tmp_path, extra, message):
