@@ -1,7 +1,8 @@
 """Train, evaluate and sample GPTs from the command line.
 
     python main.py fit --config configs/shakespeare_char_cpu.yaml
-    python main.py predict --ckpt_path PATH --data.prompt "ROMEO:"
+    python main.py fit --config configs/shakespeare_char_cpu.yaml --ckpt_path last   # resume
+    python main.py predict --config configs/shakespeare_char_cpu.yaml --ckpt_path last --data.prompt "ROMEO:"
     python main.py fit --help
 
 LightningCLI builds the CLI and the YAML configs from the typed __init__ arguments of
@@ -12,29 +13,33 @@ what every experiment shares; a config says only what differs.
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import logging
-import os
+import shlex
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from lightning import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from gpt.callbacks import TokenThroughputMonitor
-from gpt.checkpoint import check_checkpoint
-from gpt.config import GPT2_SMALL, PRESETS
+from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, TokenThroughputMonitor
+from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
+from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
 from gpt.datamodule import GPTDataModule
+from gpt.errors import USER_ERRORS, exit_on_user_error, one_line
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
-
-# Values Lightning resolves itself rather than reading a file.
-SPECIAL_CKPT_PATHS = {"last", "best", "hpc", "registry"}
+from gpt.runs import describe_missing, newest_last, run_of
 
 TRAINER_DEFAULTS = {
-    # TensorBoard under lightning_logs/<the config's name>/version_N (see GPTCLI.run_name).
+    # TensorBoard under lightning_logs/<the config's name>/version_N (see run_name).
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
@@ -55,10 +60,18 @@ CHECKPOINT_DEFAULTS = {  # the best validation loss, and the last step
     "save_last": True,
 }
 
+# --ckpt_path values that name no file: resolved here (see GPTCLI._parse_ckpt_path).
+UNTRAINED = "untrained"  # validate, test or predict an untrained model, on purpose
 
 # Predict's settings were LitGPT's own arguments before they became one group.
 MOVED_FLAGS = {f"--model.{f.name}": f"--model.sampling.{f.name}" for f in fields(SamplingSettings)}
 MOVED_FLAGS["--model.sample_seed"] = "--model.sampling.seed"
+
+# What a checkpoint's hyperparameters may hold: LitGPT's settings and GPTConfig's fields.
+MODEL_SETTINGS = (set(inspect.signature(LitGPT).parameters) | set(FIELDS)) - {"config", "sampling", "causal"}
+
+# The model's shape: a checkpoint's weights fit no other (vocab_size follows its tokenizer).
+ARCHITECTURE = tuple(f for f in FIELDS if f not in ("preset", "vocab_size"))
 
 
 def renamed_flags(argv: list[str]) -> list[str]:
@@ -82,7 +95,56 @@ def model_block_size(preset: str | None, block_size: int | None) -> int:
     return PRESETS.get(preset or "gpt2", {}).get("block_size", GPT2_SMALL["block_size"])
 
 
+def run_name(config) -> str:
+    """The run folder's name: runs of configs/X.yaml go to lightning_logs/X/version_N (of
+    configs/teaching/X.yaml to lightning_logs/teaching_X/), runs without a config to
+    lightning_logs/version_N."""
+    files = config.get("config") or []
+    if not files:
+        return ""
+    path = Path(str(files[-1])).resolve().with_suffix("")
+    parts = path.parts[path.parts.index("configs") + 1 :] if "configs" in path.parts else (path.name,)
+    return "_".join(parts)
+
+
+def tensorboard(config) -> Any:
+    """The TensorBoardLogger section of the trainer's config, or None (another logger, or none)."""
+    logger = config.trainer.logger
+    return logger if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger") else None
+
+
+def experiment_dir(config) -> Path:
+    """The folder whose version_N runs `--ckpt_path last` looks in."""
+    logger = tensorboard(config)
+    if logger is None:  # no TensorBoard: checkpoints go to default_root_dir/checkpoints
+        return Path(config.trainer.default_root_dir or ".")
+    return Path(logger.init_args.save_dir) / (logger.init_args.name or "")
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that resumes this one: the same arguments, with --ckpt_path last."""
+    args, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        args.append(arg)
+    return shlex.join(["python", "main.py", *args, "--ckpt_path", "last"])
+
+
 class GPTCLI(LightningCLI):
+    def __init__(self, *args: Any, interrupt: SaveOnInterrupt | None = None, **kwargs: Any):
+        self.interrupt = interrupt or SaveOnInterrupt()
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # No --weights_only: checkpoints are only ever read as tensors and plain values.
+        return {name: skip | {"weights_only"} for name, skip in LightningCLI.subcommands().items()}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The checkpoint callback every fit gets, configurable as checkpoint.* (see instantiate_trainer).
         parser.add_class_arguments(ModelCheckpoint, "checkpoint", instantiate=False)
@@ -100,26 +162,107 @@ class GPTCLI(LightningCLI):
             sys.argv[1:] = renamed_flags(sys.argv[1:])  # in place: DDP relaunches this very command
         elif isinstance(args, list):
             args = renamed_flags(args)
+        self.args = args
         super().parse_arguments(parser, args)
-        # Lightning reads --ckpt_path's hyperparameters right after parsing; a wrong file
-        # would fail there with a message about torch.load's weights_only.
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS:
-            check_checkpoint(ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        """--ckpt_path: `last` and `best` found among this experiment's runs, the file checked
+        and read safely, and its model settings made the defaults beneath what the config
+        and the command line say. (In place of Lightning's, which lets the checkpoint's
+        settings override the command line's, and reads the file before any check.)"""
+        subcommand = self.config.subcommand
+        config = self.config[subcommand]
+        config.trainer.logger = self.named_logger(config)
+        path = self.resolve_ckpt_path(subcommand, config)
+        if path is None:
+            return
+        checkpoint = load_checkpoint(path)
+        saved = {k: v for k, v in hyperparameters(checkpoint).items() if not k.startswith("_")}
+        settable = MODEL_SETTINGS - {"vocab_size"}  # the tokenizer's, linked from the data
+        parser = self._subcommand_parsers[subcommand]
+        parser.set_defaults({f"model.{k}": v for k, v in saved.items() if k in settable})
+        self.config = self.parser.parse_args(self.args)  # the user's settings over the checkpoint's
+        config = self.config[subcommand]
+        config.ckpt_path = str(path)
+        config.trainer.logger = self.named_logger(config)
+        self.check_architecture(config.model, checkpoint)
+        if subcommand == "fit":
+            self.note_changes(config.model, saved)
+            version = run_of(path, experiment_dir(config))
+            if version is not None and tensorboard(config) is not None:
+                # Carry on in the run's own folder, one curve in TensorBoard; what the run logged
+                # after this checkpoint (if it was killed later) is hidden: it is trained again.
+                config.trainer.logger.init_args.version = version
+                config.trainer.logger.init_args.purge_step = checkpoint.get("global_step")
+
+    @staticmethod
+    def named_logger(config) -> Any:
+        logger = tensorboard(config)
+        if logger is not None and not logger.init_args.name:
+            logger.init_args.name = run_name(config)
+        return config.trainer.logger
+
+    @staticmethod
+    def resolve_ckpt_path(subcommand: str, config) -> Path | None:
+        """The checkpoint file --ckpt_path names, or None for none."""
+        ckpt = config.get("ckpt_path")
+        experiment = experiment_dir(config)
+        if ckpt in (None, ""):
+            if subcommand == "fit":
+                return None
+            raise ValueError(
+                f"{subcommand} needs a trained model: --ckpt_path PATH, or --ckpt_path last for the newest run in "
+                f"{experiment}/ (--ckpt_path {UNTRAINED} runs an untrained model, on purpose)"
+            )
+        if ckpt == UNTRAINED:
+            if subcommand == "fit":
+                raise ValueError(f"--ckpt_path {UNTRAINED} is for validate, test and predict; fit starts without one")
+            config.ckpt_path = None
+            return None
+        if ckpt in ("hpc", "registry"):
+            return None  # Lightning's: a SLURM requeue checkpoint, the model registry
+        if ckpt in ("last", "best"):
+            last = newest_last(experiment)
+            if last is None:
+                fix = "start a new run without --ckpt_path" if subcommand == "fit" else "give --ckpt_path PATH"
+                raise FileNotFoundError(f"--ckpt_path {ckpt}: {describe_missing(experiment)}; {fix}")
+            path = last if ckpt == "last" else best_checkpoint(last)
+            print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
+            return path
+        return Path(ckpt)
+
+    @staticmethod
+    def check_architecture(model, checkpoint: dict[str, Any]) -> None:
+        """Refuse settings that change the shape of the checkpoint's model, naming both values."""
+        given = {k: model.get(k) for k in FIELDS if k not in ("vocab_size", "causal")}
+        mine = GPTConfig(**given, causal=model.get("objective", "causal") == "causal")
+        theirs = model_config(checkpoint)
+        for field in ARCHITECTURE:
+            if getattr(mine, field) != getattr(theirs, field):
+                option = "--model.objective" if field == "causal" else f"--model.{field}"
+                raise ValueError(
+                    f"{option} gives {field} {getattr(mine, field)!r} but the checkpoint's model has "
+                    f"{getattr(theirs, field)!r}; a checkpoint's architecture cannot change: leave {option} out "
+                    "(or use the config it was trained with)"
+                )
+
+    @staticmethod
+    def note_changes(model, saved: dict[str, Any]) -> None:
+        """Say which of the checkpoint's training settings this run changes: they apply from here."""
+        for key, value in saved.items():
+            if key in model and key not in FIELDS and key != "init_from" and model[key] != value:
+                print(f"resuming with {key} {model[key]!r} (the checkpoint's run had {value!r})", file=sys.stderr)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not config.data.tokenizer_from:
+        if ckpt_path and ckpt_path not in ("hpc", "registry") and not config.data.tokenizer_from:
             # A checkpoint brings its own tokenizer: ids mean what they meant in training,
             # and predicting does not need the training corpus.
             config.data.tokenizer_from = ckpt_path
         if ckpt_path:
             # The checkpoint's weights replace any pretrained ones, which need not exist any more.
             config.model.init_from = None
-        logger = config.trainer.logger
-        if getattr(logger, "class_path", "").endswith("TensorBoardLogger") and not logger.init_args.name:
-            logger.init_args.name = self.run_name(config)
         if self.subcommand != "fit":
             config.trainer.enable_checkpointing = False  # only fit writes checkpoints
         if self.subcommand == "predict":
@@ -131,30 +274,24 @@ class GPTCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer, with what every run gets besides the callbacks a config names: the
-        learning rate and tokens/s in TensorBoard (when there is a logger), and for fit the
-        checkpoint callback (unless checkpointing is off)."""
+        learning rate and tokens/s in TensorBoard (when there is a logger), for fit the
+        checkpoint callback (unless checkpointing is off) and a clean stop on SIGINT and
+        SIGTERM, and checkpoint files written atomically and read safely."""
         trainer = self.config_init[self.subcommand]["trainer"]
         callbacks = list(trainer.get("callbacks") or [])
         if trainer.get("logger") not in (False, None):
             callbacks += [LearningRateMonitor(logging_interval="step"), TokenThroughputMonitor()]
-        if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
-            callbacks.append(ModelCheckpoint(**self.config[self.subcommand]["checkpoint"].as_dict()))
-        return super().instantiate_trainer(**kwargs, callbacks=callbacks)
-
-    @staticmethod
-    def run_name(config) -> str:
-        """The run folder's name: runs of configs/X.yaml go to lightning_logs/X/version_N (of
-        configs/teaching/X.yaml to lightning_logs/teaching_X/), runs without a config to
-        lightning_logs/version_N."""
-        files = config.get("config") or []
-        if not files:
-            return ""
-        path = Path(str(files[-1])).resolve().with_suffix("")
-        parts = path.parts[path.parts.index("configs") + 1 :] if "configs" in path.parts else (path.name,)
-        return "_".join(parts)
+        if self.subcommand == "fit":
+            callbacks.append(self.interrupt)
+            if trainer.get("enable_checkpointing") is not False:
+                callbacks.append(ModelCheckpoint(**self.config[self.subcommand]["checkpoint"].as_dict()))
+        plugins = trainer.get("plugins") or []
+        plugins = [*plugins] if isinstance(plugins, list) else [plugins]
+        plugins.append(SafeCheckpointIO())
+        return super().instantiate_trainer(**kwargs, callbacks=callbacks, plugins=plugins)
 
 
-def cli_main(args: list[str] | None = None) -> GPTCLI:
+def cli_main(args: list[str] | None = None, interrupt: SaveOnInterrupt | None = None) -> GPTCLI:
     return GPTCLI(
         LitGPT,
         GPTDataModule,
@@ -162,6 +299,8 @@ def cli_main(args: list[str] | None = None) -> GPTCLI:
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
         trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (main), not the whole usage
+        interrupt=interrupt,
         args=args,
     )
 
@@ -177,14 +316,24 @@ def log_messages_of_gpt() -> None:
 
 def main() -> None:
     log_messages_of_gpt()
+    interrupt = SaveOnInterrupt()
     try:
-        cli_main()
-    except (ValueError, FileNotFoundError) as e:
-        # Errors a user can cause: say what was wrong in one message, not a traceback.
-        if os.environ.get("GPT_TRACEBACK"):
-            raise
-        print(f"error: {e}\n(set GPT_TRACEBACK=1 to see the traceback)", file=sys.stderr)
-        sys.exit(1)
+        exit_on_user_error(lambda: cli_main(interrupt=interrupt), (*USER_ERRORS, MisconfigurationException))
+    except argparse.ArgumentError as e:  # jsonargparse: a value of the wrong type, an unknown option
+        subcommand = next((a for a in sys.argv[1:] if a in LightningCLI.subcommands()), "fit")
+        print(f"error: {one_line(e)}\n(python main.py {subcommand} --help lists the options)", file=sys.stderr)
+        sys.exit(2)
+    except SIGTERMException:  # fit stopped by SIGINT or SIGTERM (see SaveOnInterrupt)
+        if interrupt.interrupted is None:
+            print("error: stopped by a signal before training began; nothing to save", file=sys.stderr)
+            sys.exit(128 + (interrupt.received or 15))
+        signum, step, path = interrupt.interrupted
+        name = signal.Signals(signum).name
+        print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
+        sys.exit(128 + signum)
+    except KeyboardInterrupt:  # Ctrl-C before training began (or after it ended)
+        print("error: interrupted before training began; nothing to save", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
-"""Lightning callbacks: tokens/s for token batches, a JSON-lines writer for predict, and a
-dropout schedule."""
+"""Lightning callbacks and plugins: tokens/s for token batches, a JSON-lines writer for
+predict, a dropout schedule, stopping cleanly on a signal, and checkpoint files written and
+read safely."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import torch.nn as nn
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ThroughputMonitor
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from gpt.checkpoint import load_checkpoint
 from gpt.files import atomic_write
 
 
@@ -121,3 +129,111 @@ class DropoutSchedule(Callback):
             module.dropout = p
         if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
             pl_module.log("train/dropout", p)
+
+
+class SaveOnInterrupt(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM (a cluster scheduler, `docker stop`, a preempted machine)
+    during fit: finish the current step (and its validation, if one is due), save it as
+    last.ckpt with everything a resume needs (data position, optimizer, random state), and
+    stop; main.py then exits with 128 + the signal's number and says how to resume. A
+    second signal aborts at once. Under DDP every rank stops after the same step.
+
+    `interrupted` holds (signal number, step, checkpoint path) once a checkpoint is saved.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the first signal, until the step ends
+        self.interrupted: tuple[int, int, str] | None = None
+        self._validated_at: int | None = None  # the step whose validation ran last
+        self._saving = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # In place of Lightning's SIGTERM handler (installed just before), which would stop in
+        # the middle of a validation. Lightning puts the handlers from before fit back at its end.
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # the second signal: stop now, save nothing
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step and saving it (send {name} again to abort at once)", file=sys.stderr)
+
+    def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether any rank has received a signal, agreed by all (one all-reduce a step under DDP)."""
+        flag = torch.tensor([0 if self.received is None else self.received], device=trainer.strategy.root_device)
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and self.received is None:
+            self.received = int(flag.item())  # another rank got it
+        return bool(flag.item())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Lightning stops at the end of this step when received_sigterm is set; a validation
+        # due at this step still runs, whole (see on_validation_start / _end).
+        if self._agreed(trainer):
+            trainer._signal_connector.received_sigterm = True
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            trainer._signal_connector.received_sigterm = False  # let this validation finish
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit":
+            return
+        self._validated_at = trainer.global_step
+        if self._agreed(trainer):
+            trainer._signal_connector.received_sigterm = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # At the last step of an epoch Lightning stops only after closing the epoch, a state
+        # it does not resume from correctly: save here, the end-of-epoch state it does.
+        if trainer.received_sigterm and self.received is not None:
+            self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and self.received is not None and self.interrupted is None:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        path = last_checkpoint_path(trainer)
+        self._saving = True
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state: weights, optimizer, loops, data
+        self._saving = False
+        self.interrupted = (self.received, trainer.global_step, str(path))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._saving and self._validated_at == trainer.global_step:
+            # Lightning resumes a checkpoint taken after a step's validation by passing over that
+            # validation once more, which counts the step again for the loggers. It expects the
+            # count the checkpoint callback saves, before the step is counted: give it that one,
+            # and the resumed run logs every value at the step an uninterrupted run does.
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where the checkpoint callback keeps last.ckpt (the run's checkpoints/ folder)."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if callback is not None and callback.dirpath:
+        return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically beside their target (flushed, fsynced, renamed: a crash
+    never leaves half a file or loses the previous one), and read through gpt.checkpoint:
+    checked whole, weights_only, finite."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if "://" in str(path):  # object storage: fsspec's transaction is its atomic write
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path)

@@ -12,6 +12,7 @@ values only, so loading one never runs code from it. Plain torch, no Lightning.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,28 +27,77 @@ MODEL_PREFIX = "model."  # the LightningModule keeps the model as self.model
 
 
 def check_checkpoint(path: str | Path) -> None:
-    """Refuse a path that is not a checkpoint before torch.load does, with a plain message.
-
-    torch.save writes a zip archive; checking its directory reads no tensors.
+    """Refuse a path that is not a whole checkpoint before torch.load reads it, with a plain
+    message: a folder, another kind of file, a file cut short, or bytes changed since it
+    was written (torch.save writes a zip archive; its CRC-32 checksums cover every byte).
     """
-    path = str(path)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist; check --ckpt_path")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder, not a checkpoint; give a .ckpt file in it, e.g. {path}/last.ckpt")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path")
     if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"{path!r} is not a PyTorch checkpoint (no zip archive in it: another kind of file, "
-            "or a checkpoint cut short while copying); check --ckpt_path"
+            f"{str(path)!r} is not a PyTorch checkpoint (no zip archive in it: another kind of file, "
+            "or a checkpoint cut short while copying); check the path"
         )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            damaged = archive.testzip()  # reads every entry and checks its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"checkpoint {str(path)!r} is damaged ({e}); use another copy") from None
+    if damaged is not None:
+        raise ValueError(f"checkpoint {str(path)!r} is damaged: {damaged} fails its checksum; use another copy")
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise ValueError(f"{str(path)!r} is a zip archive but not a PyTorch checkpoint; check the path")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, on the CPU, read without running code from the file."""
+    """The checkpoint's contents, on the CPU: checked whole, read without running code from
+    the file (weights_only: tensors and plain values only), its weights all finite."""
     check_checkpoint(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch names what it refused ("Unsupported global: GLOBAL builtins.eval"); its advice
+        # to load with weights_only=False is exactly what must not be done with such a file.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+", str(e))
+        what = found.group(0) if found else type(e).__name__
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds more than tensors and plain values ({what}): loading it could run "
+            "code, so it is refused. Checkpoints written by `main.py fit` never do; use one of those"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"checkpoint {str(path)!r} could not be read safely ({first_line})") from None
+        raise ValueError(f"checkpoint {str(path)!r} could not be read ({first_line}); use another copy") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint of `main.py fit`")
+    check_finite(checkpoint, path)
+    return checkpoint
+
+
+def check_finite(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse weights (or optimizer moments) holding NaN or Inf: a model that diverged, or
+    a file changed on disk; training or sampling from them would only spread the NaN."""
+
+    def tensors(value: Any, name: str):
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield from tensors(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                yield from tensors(v, f"{name}.{i}")
+
+    parts = {"state_dict": checkpoint.get("state_dict"), "optimizer_states": checkpoint.get("optimizer_states")}
+    for name, tensor in tensors(parts, ""):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds NaN or Inf in {name}: the run diverged before it was saved, or "
+                "the file was changed; resume from an earlier checkpoint"
+            )
 
 
 def hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -103,3 +153,16 @@ def load_model(path: str | Path) -> tuple[LanguageModel, Tokenizer | None]:
     model = build_model(model_config(checkpoint))
     model.load_state_dict(model_weights(checkpoint))
     return model.eval(), checkpoint_tokenizer(checkpoint)
+
+
+def best_checkpoint(last: Path) -> Path:
+    """The checkpoint with the best validation loss of the run whose last.ckpt is `last`, as
+    its checkpoint callback recorded it."""
+    states = load_checkpoint(last).get("callbacks", {})
+    best = next((s.get("best_model_path") for k, s in states.items() if k.startswith("ModelCheckpoint")), None)
+    if not best:
+        raise FileNotFoundError(f"{last} records no best checkpoint (no validation ran before it was saved)")
+    path = last.parent / Path(best).name  # the same folder, wherever the run was started from
+    if not path.is_file():
+        raise FileNotFoundError(f"the best checkpoint recorded in {last}, {path}, is gone")
+    return path

@@ -8,7 +8,9 @@ once into a token cache.
 A folder's .txt files (sorted by path, subfolders included) are documents, joined with
 <|endoftext|>. The ids are written once, in batches of blocks, to
 data_dir/cache/<name>-<content hash>-<tokenizer>-<tokenizer hash>.<dtype>: a changed corpus
-or tokenizer gets a new file, so a stale cache is never read.
+or tokenizer gets a new file, so a stale cache is never read. Beside it, <file>.json, its
+manifest (token count, dtype, tokenizer, md5), is checked whenever the cache is opened: a
+cache cut short, zeroed, or swapped for another is encoded again, with a warning.
 
 Plain Python and numpy, no Lightning.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpt.bpe import SPLIT_PATTERNS
-from gpt.files import atomic_write, md5_of, write_bytes
+from gpt.files import atomic_write, md5_of, write_bytes, write_text
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer, TokenizerConfig
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ class Corpus:
     def __init__(self, source: str = "shakespeare", data_dir: str | Path = "data"):
         self.source, self.data_dir = source, Path(data_dir)
         self._key: str | None = None
+        self._verified: set[Path] = set()  # caches checked against their manifest in this process
 
     @property
     def path(self) -> Path:
@@ -197,7 +201,10 @@ class Corpus:
     def trained_bpe(self, config: TokenizerConfig, val_fraction: float) -> BPETokenizer:
         path = self.bpe_path(config, val_fraction)
         if path.is_file():
-            return BPETokenizer.load(path)
+            try:
+                return BPETokenizer.load(path)
+            except ValueError as e:  # damaged: it is only a cache of the training below
+                log.warning(f"warning: {e}; training the BPE again")
         log.info(f"Training a {config.vocab_size}-token BPE on the training split of {self.path}")
         train_text = self.blocks(1 - val_fraction)
         tokenizer = BPETokenizer.train(train_text, config.vocab_size, SPLIT_PATTERNS[config.pattern])
@@ -217,11 +224,18 @@ class Corpus:
         """Tokenize the corpus once, in batches of blocks, straight to the cache file.
 
         Memory holds one batch of text and its ids, never the whole corpus. Documents of a
-        folder are joined with <|endoftext|>. Later runs memory-map the cached ids.
+        folder are joined with <|endoftext|>. Later runs memory-map the cached ids, once its
+        manifest vouches for it.
         """
         path = self.ids_path(tokenizer)
-        if path.is_file():
+        if path in self._verified:
             return path
+        if path.is_file():
+            problem = cache_problem(path, self.manifest(tokenizer, path))
+            if problem is None:
+                self._verified.add(path)
+                return path
+            log.warning(f"warning: the token cache {path} {problem}; encoding the corpus again")
         files = self.files()
         dtype = id_dtype(tokenizer.vocab_size)
         if len(files) > 1 and tokenizer.eot_id is None:
@@ -239,9 +253,41 @@ class Corpus:
                         np.asarray(ids, dtype=dtype).tofile(out)
                         n_tokens += len(ids)
                     bar.update(sum(len(b.encode("utf-8")) for b in batch))
+        manifest = self.manifest(tokenizer, path) | {"tokens": n_tokens, "md5": md5_of(path)}
+        write_text(manifest_path(path), json.dumps(manifest, indent=1) + "\n")  # after the ids: it vouches for them
+        self._verified.add(path)
         log.info(f"Encoded {self.path} into {n_tokens:,} tokens with {tokenizer!r}, cached at {path}")
         return path
+
+    def manifest(self, tokenizer: Tokenizer, path: Path) -> dict:
+        """What a cache's manifest must say besides its token count and md5."""
+        return {"corpus": self.key(), "tokenizer": f"{tokenizer.kind}-{tokenizer.identity()}", "dtype": path.suffix[1:]}
 
     def ids(self, tokenizer: Tokenizer) -> np.ndarray:
         """The encoded corpus, memory-mapped from its cache (encoded first if need be)."""
         return np.memmap(self.encode(tokenizer), dtype=id_dtype(tokenizer.vocab_size), mode="r")
+
+
+def manifest_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".json")
+
+
+def cache_problem(cache: Path, expected: dict) -> str | None:
+    """What is wrong with a token cache, checked against its manifest, or None."""
+    try:
+        manifest = json.loads(manifest_path(cache).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no manifest (written before caches were checked, or cut short while writing)"
+    except (OSError, ValueError) as e:
+        return f"has a manifest that cannot be read ({e})"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tokens"), int):
+        return "has a manifest that is not one"
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            return f"was written for {key} {manifest.get(key)!r}, not {value!r}"
+    size, itemsize = cache.stat().st_size, np.dtype(expected["dtype"]).itemsize
+    if size != manifest["tokens"] * itemsize:
+        return f"holds {size // itemsize:,} tokens where its manifest says {manifest['tokens']:,}"
+    if md5_of(cache) != manifest.get("md5"):
+        return "does not match its manifest's md5 (its bytes changed after it was written)"
+    return None

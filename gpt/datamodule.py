@@ -9,6 +9,7 @@ natural length, padded per batch. Predict serves prompts (gpt/prompts.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from gpt.checkpoint import read_tokenizer
 from gpt.corpus import Corpus
-from gpt.datasets import EvalWindows, PadBatch, TrainWindows, split_examples
+from gpt.datasets import EvalWindows, PadBatch, ResumableSampler, TrainWindows, split_examples
 from gpt.prompts import prompt_items, read_prompts, unescape
 from gpt.tokenizers import MASK, PAD, Tokenizer, TokenizerConfig
 
@@ -26,6 +27,23 @@ from gpt.tokenizers import MASK, PAD, Tokenizer, TokenizerConfig
 def as_list(batch: list) -> list:
     """Predict's collate: a batch of prompt items stays a list of dicts."""
     return batch
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, saved in every checkpoint and restored on resume (Lightning's
+    stateful dataloaders): its state is where the training data stands, so a resumed run
+    carries on with the very batch an uninterrupted one would train on next."""
+
+    position: Callable[[], dict[str, int]]  # set by GPTDataModule.train_dataloader
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):  # that epoch was done: the next one starts
+            epoch, batches = epoch + 1, 0
+        self.sampler.resume(epoch, batches * self.batch_size)
 
 
 class GPTDataModule(L.LightningDataModule):
@@ -187,19 +205,33 @@ class GPTDataModule(L.LightningDataModule):
         return PadBatch(self.tokenizer.special_tokens[PAD], shift=self.objective == "causal")
 
     def train_dataloader(self) -> DataLoader:
-        dataset = (
-            TrainWindows(self.train_ids, self.block_size, self.stride) if self.mode == "windows" else self.train_ids
-        )
-        return DataLoader(
+        windows = self.mode == "windows"
+        dataset = TrainWindows(self.train_ids, self.block_size, self.stride) if windows else self.train_ids
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        loader = ResumableLoader(
             dataset,
             collate_fn=self.collate(),
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-            num_workers=self.num_workers,
+            sampler=ResumableSampler(len(dataset), self.seed, rank, world_size, self.current_epoch),
             drop_last=True,
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # the workers' seed: never the global RNG
         )
+        loader.position = self.data_position
+        return loader
+
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def data_position(self) -> dict[str, int]:
+        """The epoch under way (the one that started last), and the batches of it the model has
+        trained on. (The loader runs a batch ahead of the model, so the count comes from the
+        training loop.)"""
+        if self.trainer is None:
+            return {"epoch": 0, "batches": 0}
+        epoch, batches = self.trainer.fit_loop.epoch_progress, self.trainer.fit_loop.epoch_loop.batch_progress
+        return {"epoch": max(epoch.current.started - 1, 0), "batches": batches.current.processed}
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -207,6 +239,7 @@ class GPTDataModule(L.LightningDataModule):
             collate_fn=self.collate(),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),  # the workers' seed: never the global RNG
         )
 
     def test_dataloader(self) -> DataLoader:

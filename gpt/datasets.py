@@ -1,10 +1,11 @@
 """What the model trains on: windows of the running text, or examples of their natural
 length (paragraphs, lines) padded per batch.
 
-    TrainWindows   every (or every stride-th) window of block_size + 1 ids: x = ids[:-1], y = ids[1:]
-    EvalWindows    windows that score every target of a split exactly once
-    split_examples paragraphs or lines, each cut to what one example holds
-    PadBatch       a collate function: examples of different lengths -> (x, y, attention_mask)
+    TrainWindows     every (or every stride-th) window of block_size + 1 ids: x = ids[:-1], y = ids[1:]
+    EvalWindows      windows that score every target of a split exactly once
+    split_examples   paragraphs or lines, each cut to what one example holds
+    PadBatch         a collate function: examples of different lengths -> (x, y, attention_mask)
+    ResumableSampler a shuffled order per epoch that a resumed run can enter part-way through
 
 Plain torch and numpy, no Lightning.
 """
@@ -12,11 +13,12 @@ Plain torch and numpy, no Lightning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from gpt.masking import IGNORE_INDEX  # targets with this value are not scored
 
@@ -95,3 +97,52 @@ class PadBatch:
             y[row, :n] = e[1 : n + 1] if self.shift else e[:n]
         attention_mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
         return x, y, attention_mask
+
+
+class ResumableSampler(DistributedSampler):
+    """The indices of an epoch in a shuffled order, entered part-way through when a run resumes.
+
+    The order of every epoch is a function of the seed and the epoch alone, the very order
+    DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed)) gives: per epoch
+    the loader draws one number (its workers' seed), then a permutation, then one more
+    permutation when the epoch runs out. So a run resumed at (epoch, batches done) sees
+    exactly the batches an uninterrupted one would, and runs from before resuming existed
+    keep their numbers. Under DDP each rank takes every world_size-th index. (A subclass of
+    DistributedSampler so that Lightning keeps it rather than wrapping it in its own.)
+    """
+
+    def __init__(
+        self, n: int, seed: int, rank: int = 0, world_size: int = 1, epoch_now: Callable[[], int] | None = None
+    ):
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.n, self.skip = n, 0
+        self.epoch_now = epoch_now  # the trainer's epoch, which set_epoch's argument is not always
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this as each epoch begins; a new epoch starts at its beginning. (On a
+        run resumed at an epoch's end Lightning passes the epoch after the one it trains:
+        epoch_now, the trainer's own count, says which one it is.)"""
+        epoch = self.epoch_now() if self.epoch_now is not None else epoch
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def resume(self, epoch: int, samples_done: int) -> None:
+        """The next pass starts at epoch `epoch` after the first `samples_done` of this rank's indices."""
+        self.epoch, self.skip = epoch, samples_done
+
+    def permutation(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        for epoch in range(self.epoch + 1):
+            torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader's draw for workers
+            order = torch.randperm(self.n, generator=generator)
+            if epoch < self.epoch:
+                torch.randperm(self.n, generator=generator)  # RandomSampler's draw as an epoch runs out
+        return order
+
+    def __len__(self) -> int:
+        return self.n // self.num_replicas
+
+    def __iter__(self):
+        order = self.permutation()[self.rank : len(self) * self.num_replicas : self.num_replicas]
+        skip, self.skip = self.skip, 0  # only the first pass after resume() starts part-way
+        yield from order[skip:].tolist()

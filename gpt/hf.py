@@ -25,6 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from gpt.checkpoint import load_model
 from gpt.config import GPTConfig
+from gpt.errors import exit_on_user_error
 from gpt.files import write_bytes, write_text
 from gpt.model import GPT
 
@@ -222,6 +223,8 @@ def save_hf(model: GPT, out_dir: str | Path, eos_token_id: int | None = None) ->
     each atomically."""
     check_gpt2_layout(model.config)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the output folder {str(out_dir)!r} is a file; give the name of a folder")
     tensors = {with_prefix(k): v.detach().cpu().contiguous() for k, v in hf_state_dict(model).items()}
     write_bytes(out_dir / "model.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"}))
     write_text(out_dir / "config.json", json.dumps(hf_config(model.config, eos_token_id), indent=2) + "\n")
@@ -238,6 +241,11 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
     model, tokenizer = load_model(ckpt_path)
     if not isinstance(model, GPT):
         raise ValueError(f"{ckpt_path!r} holds a teaching model (arch {model.config.arch!r}); only arch gpt exports")
+    if not model.config.causal:
+        raise ValueError(
+            f"{ckpt_path!r} is a masked language model (attention both ways); Hugging Face's GPT-2 attends to "
+            "earlier tokens only, so it would compute something else: only causal checkpoints export"
+        )
     save_hf(model, out_dir, eos_token_id=tokenizer.eot_id if tokenizer is not None else None)
     print(f"wrote {out_dir}/model.safetensors and config.json ({model.num_params():,} parameters)")
 
@@ -245,4 +253,4 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
 if __name__ == "__main__":
     from jsonargparse import auto_cli
 
-    auto_cli(export_checkpoint)
+    exit_on_user_error(lambda: auto_cli(export_checkpoint))

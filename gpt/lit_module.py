@@ -28,13 +28,33 @@ from gpt.generation import SEPARATOR, SamplingSettings, complete, complete_many,
 from gpt.hf import load_hf
 from gpt.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
 from gpt.model import GPT, build_model
-from gpt.optim import adamw, describe_groups, warmup_cosine
+from gpt.optim import WarmupCosine, adamw, describe_groups
 from gpt.tokenizers import Tokenizer
 
 VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
 FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when sampling.top_k is unset
 
 Batch = tuple[torch.Tensor, ...]  # (x, y) windows, or (x, y, attention_mask) padded examples
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's random state, on the CPU and every GPU, as a checkpoint can hold it."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """value from every process, in rank order (one process: [value])."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    values = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
 
 
 class LitGPT(L.LightningModule):
@@ -46,6 +66,7 @@ class LitGPT(L.LightningModule):
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
+        decay_steps: int | None = None,
         weight_decay: float = 0.1,
         beta1: float = 0.9,
         beta2: float = 0.99,
@@ -65,6 +86,9 @@ class LitGPT(L.LightningModule):
             learning_rate: Peak learning rate, reached at the end of warmup.
             min_lr: Learning rate at the last step, after cosine decay.
             warmup_steps: Steps of linear warmup.
+            decay_steps: The step at which the cosine reaches min_lr (unset: trainer.max_steps when
+                the run starts). A resumed run keeps the horizon it was started with, so raising
+                max_steps on resume trains on at min_lr; give decay_steps to stretch the cosine.
             weight_decay: AdamW weight decay, applied to matrices only.
             beta1: AdamW beta1.
             beta2: AdamW beta2.
@@ -81,6 +105,8 @@ class LitGPT(L.LightningModule):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0 <= min_lr <= learning_rate:
             raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
+        if decay_steps is not None and decay_steps < 1:
+            raise ValueError(f"decay_steps must be >= 1 (or unset: trainer.max_steps), got {decay_steps}")
         if objective == "masked" and config.get("arch", "gpt") not in ("gpt", None):
             raise ValueError(f"objective masked needs arch gpt (bidirectional attention), not {config['arch']!r}")
         self.save_hyperparameters(ignore=["sampling"])  # sampling: from each predict's command line
@@ -180,13 +206,21 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = adamw(
-            self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2), self.device.type == "cuda"
-        )
+        fused = self.device.type == "cuda"
+        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2), fused)
         rank_zero_info(f"AdamW: {describe_groups(optimizer.param_groups)}")
-        decay_steps = self.trainer.estimated_stepping_batches  # max_steps, or epochs x batches
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, decay_steps, hp.min_lr)
+        if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
+            hp.decay_steps = int(self.trainer.estimated_stepping_batches)  # max_steps, or epochs x batches
+        scheduler = WarmupCosine(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, hp.decay_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # A resumed optimizer comes back with the betas and weight decay it was saved with;
+        # the settings of this run win (the learning rate is the scheduler's).
+        hp = self.hparams
+        for group in self.trainer.optimizers[0].param_groups:
+            group["betas"] = (hp.beta1, hp.beta2)
+            group["weight_decay"] = hp.weight_decay if group.get("name") == "decay" else 0.0
 
     # ---- the tokenizer and checkpoints
 
@@ -208,9 +242,17 @@ class LitGPT(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.state_dict()
+        # Every rank's random state (dropout, masking): a resumed run draws the same numbers.
+        checkpoint["rng_states"] = gather_from_ranks(rng_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored_from_checkpoint = True
+        states = checkpoint.get("rng_states")
+        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_state(states[self.trainer.global_rank % len(states)])
+        saved = checkpoint.get("hyper_parameters", {})
+        if self.hparams.get("decay_steps") is None and saved.get("decay_steps") is not None:
+            self.hparams.decay_steps = saved["decay_steps"]  # the schedule's horizon of the run resumed
         # Against the model's size as saved, then as built here (which may follow the data
         # module's tokenizer, and would agree with it even when the weights do not).
         tokenizer = checkpoint_tokenizer(checkpoint)

@@ -26,19 +26,21 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets for one masked-LM step, from ids (B, T).
 
-    Each real token (attention_mask True; all without one) is selected with probability
-    prob. A selected token becomes <|mask|> (80%), a random ordinary token (10%: ids below
-    n_ordinary, never a special token) or stays itself (10%): the model cannot tell which
-    inputs are genuine, so it must represent every position well. The targets are the
-    original ids at selected positions and IGNORE_INDEX everywhere else, padding included.
-    At least one token is selected, so the loss is never empty.
+    Each ordinary token (an id below n_ordinary: never <|endoftext|> or another special
+    token) that is real (attention_mask True; all without one) is selected with probability
+    prob. A selected token becomes <|mask|> (80%), a random ordinary token (10%) or stays
+    itself (10%): the model cannot tell which inputs are genuine, so it must represent
+    every position well. The targets are the original ids at selected positions and
+    IGNORE_INDEX everywhere else, padding included. At least one token is selected (if any
+    can be), so the loss is never empty.
     """
     if not 0 < prob < 1:
         raise ValueError(f"mask_prob must be in (0, 1), got {prob}")
     real = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    real = real & (ids < n_ordinary)  # special tokens are never hidden nor predicted
     draw = torch.rand(ids.shape, generator=generator, device=ids.device)
     selected = (draw < prob) & real
-    if not selected.any():  # a short batch with no luck: take the real token that came closest
+    if not selected.any() and real.any():  # a short batch with no luck: take the real token that came closest
         selected.view(-1)[draw.masked_fill(~real, 2.0).argmin()] = True
     action = torch.rand(ids.shape, generator=generator, device=ids.device)
     random_ids = torch.randint(0, n_ordinary, ids.shape, generator=generator, device=ids.device)

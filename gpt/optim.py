@@ -62,18 +62,41 @@ def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int,
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_lr: float
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler that sets every group's learning rate to cosine_lr of the step, taking
-    the peak from the optimizer's lr; step it once per optimizer step."""
-    peak = optimizer.defaults["lr"]
-    if peak <= 0:
-        raise ValueError(f"learning_rate must be > 0, got {peak}")
-    if not 0 <= min_lr <= peak:
-        raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={peak}")
+class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
+    """Sets every group's learning rate to cosine_lr of the step; step it once per optimizer step.
 
-    def factor(step: int) -> float:
-        return cosine_lr(step, peak, min_lr, warmup_steps, decay_steps) / peak
+    Its state (state_dict) is only the step it has reached. The settings are those it is
+    built with, so a resumed run follows the settings it resumes with: a new learning rate
+    or horizon takes effect at once, from the step the checkpoint reached.
+    """
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int
+    ):
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not 0 <= min_lr <= learning_rate:
+            raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
+        self.learning_rate, self.min_lr = learning_rate, min_lr
+        self.warmup_steps, self.decay_steps = warmup_steps, decay_steps
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        # The peak times a factor, as LambdaLR computes it: the same floats as before this class.
+        factor = cosine_lr(self.last_epoch, self.learning_rate, self.min_lr, self.warmup_steps, self.decay_steps)
+        return [self.learning_rate * (factor / self.learning_rate) for _ in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_epoch, self._step_count = state_dict["last_epoch"], state_dict.get("_step_count", 1)
+        # The restored optimizer holds the rate of the old settings: set this step's now.
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_lr: float) -> WarmupCosine:
+    """A WarmupCosine that peaks at the optimizer's learning rate."""
+    return WarmupCosine(optimizer, optimizer.defaults["lr"], min_lr, warmup_steps, decay_steps)

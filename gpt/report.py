@@ -17,6 +17,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from gpt.config import GPTConfig
+from gpt.errors import exit_on_user_error
 from gpt.model import build_model
 
 # Bytes per parameter while training with AdamW: weights, gradients, and AdamW's two
@@ -107,12 +108,8 @@ def parser() -> ArgumentParser:
 
 def main(args: list[str] | None = None) -> None:
     cfg = parser().parse_args(args)
-    try:
-        config = GPTConfig(**cfg.as_dict())
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    print(format_report(config))
+    print(format_report(GPTConfig(**cfg.as_dict())))
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

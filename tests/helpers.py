@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,3 +124,26 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+class SignalAtStep(L.Callback):
+    """A callback for fault injection, added with --trainer.callbacks+=helpers.SignalAtStep
+    (PYTHONPATH=tests): sends this process `signum` `times` times as step `step` begins
+    (when="train"), or as the validation after that step begins (when="validation")."""
+
+    def __init__(self, step: int, signum: int = 15, when: str = "train", times: int = 1):
+        self.step, self.signum, self.when, self.times, self.sent = step, signum, when, times, False
+
+    def _send(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if self.when == "train":
+            self._send(trainer)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if self.when == "validation" and trainer.state.fn == "fit":
+            self._send(trainer)

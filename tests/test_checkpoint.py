@@ -52,14 +52,16 @@ def test_a_path_that_is_not_a_checkpoint(tmp_path):
         load_checkpoint(cut)
 
 
-def test_code_in_a_checkpoint_is_never_run(tmp_path):
+def test_code_in_a_checkpoint_is_never_run(tmp_path, capsys):
     class Planted:
         def __reduce__(self):
             return (print, ("planted code ran",))
 
     torch.save({"state_dict": {}, "hyper_parameters": {}, "planted": Planted()}, tmp_path / "planted.ckpt")
-    with pytest.raises(ValueError, match="could not be read safely"):
+    with pytest.raises(ValueError, match="holds more than tensors and plain values") as refused:
         load_checkpoint(tmp_path / "planted.ckpt")
+    assert "GLOBAL print" in str(refused.value) and "weights_only" not in str(refused.value)  # no advice to trust it
+    assert "planted code ran" not in capsys.readouterr().out
 
 
 def test_the_tokenizer_must_fit_the_model(tmp_path):

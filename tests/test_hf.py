@@ -216,12 +216,16 @@ def test_init_from_loads_at_setup_and_never_over_a_restored_checkpoint(hf_model,
     assert torch.equal(restored.model.transformer.wte.weight, module.model.transformer.wte.weight)
 
 
-def test_only_a_causal_gpt_exports(tmp_path):
-    with pytest.raises(ValueError, match="cannot hold a model with pos=rope, mlp=swiglu, norm=rmsnorm, bias=False"):
+def test_only_a_causal_gpt_in_gpt2_layout_exports(tmp_path):
+    with pytest.raises(ValueError, match="is a masked language model .*: only causal checkpoints export"):
         export_checkpoint(str(FIXTURES / "legacy" / "bpe_masked.ckpt"), str(tmp_path / "out"))
     with pytest.raises(ValueError, match="holds a teaching model \\(arch 'blocks'\\); only arch gpt exports"):
         export_checkpoint(str(FIXTURES / "legacy" / "char_blocks.ckpt"), str(tmp_path / "out"))
-    masked = GPT(ours_config(causal=False))
+    with pytest.raises(ValueError, match="cannot hold a model with pos=rope"):
+        save_hf(GPT(ours_config(pos="rope")), tmp_path / "out")
     with pytest.raises(ValueError, match="causal=False"):
-        save_hf(masked, tmp_path / "out")
+        save_hf(GPT(ours_config(causal=False)), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="the output folder .*file' is a file"):
+        save_hf(GPT(ours_config()), tmp_path / "file")

@@ -1,0 +1,32 @@
+"""Errors a user can cause, as one line: what was wrong and what to do, no traceback.
+
+Every command-line entry point (main.py, python -m gpt.hf, python -m gpt.report) runs
+through `exit_on_user_error`: a ValueError or OSError (a missing file, a bad value, a
+checkpoint that is not one) prints `error: <message>` and exits with 1. GPT_TRACEBACK=1
+shows the traceback instead. Plain Python, no Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an exception on one line (some libraries' messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def exit_on_user_error(main: Callable[[], Any], errors: tuple[type[BaseException], ...] = USER_ERRORS) -> Any:
+    """Run main(); an error of the given kinds becomes one `error:` line and exit code 1."""
+    try:
+        return main()
+    except errors as e:
+        if os.environ.get("GPT_TRACEBACK"):
+            raise
+        print(f"error: {one_line(e)}\n(set GPT_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        sys.exit(1)
