@@ -308,10 +308,12 @@ def cli_main(args: list[str] | None = None, interrupt: SaveOnInterrupt | None = 
 def log_messages_of_gpt() -> None:
     """Show the plain modules' progress messages (download, encoding, BPE training) on
     stderr, once per machine (rank 0), as Lightning shows its own."""
-    handler = logging.StreamHandler()
-    handler.addFilter(lambda record: rank_zero_only.rank == 0)
-    logging.getLogger("gpt").addHandler(handler)
-    logging.getLogger("gpt").setLevel(logging.INFO)
+    logger = logging.getLogger("gpt")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.addFilter(lambda record: rank_zero_only.rank == 0)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main() -> None:
@@ -328,8 +330,9 @@ def main() -> None:
             print("error: stopped by a signal before training began; nothing to save", file=sys.stderr)
             sys.exit(128 + (interrupt.received or 15))
         signum, step, path = interrupt.interrupted
-        name = signal.Signals(signum).name
-        print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
+        if interrupt.rank == 0:  # one line for the run, not one a process
+            name = signal.Signals(signum).name
+            print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
         sys.exit(128 + signum)
     except KeyboardInterrupt:  # Ctrl-C before training began (or after it ended)
         print("error: interrupted before training began; nothing to save", file=sys.stderr)

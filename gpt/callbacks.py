@@ -138,7 +138,8 @@ class SaveOnInterrupt(Callback):
     stop; main.py then exits with 128 + the signal's number and says how to resume. A
     second signal aborts at once. Under DDP every rank stops after the same step.
 
-    `interrupted` holds (signal number, step, checkpoint path) once a checkpoint is saved.
+    `interrupted` holds (signal number, step, checkpoint path) once a checkpoint is saved,
+    `rank` the process's rank (main.py says what happened on rank 0 only).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -146,12 +147,14 @@ class SaveOnInterrupt(Callback):
     def __init__(self) -> None:
         self.received: int | None = None  # the first signal, until the step ends
         self.interrupted: tuple[int, int, str] | None = None
+        self.rank = 0
         self._validated_at: int | None = None  # the step whose validation ran last
         self._saving = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # In place of Lightning's SIGTERM handler (installed just before), which would stop in
         # the middle of a validation. Lightning puts the handlers from before fit back at its end.
+        self.rank = trainer.global_rank
         for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
 

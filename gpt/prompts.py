@@ -7,14 +7,23 @@ Plain Python, no Lightning.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 
 def unescape(text: str) -> str:
-    """Turn backslash escapes typed on a command line ("\\n") into the characters they name."""
+    """Turn backslash escapes typed on a command line ("\\n") into the characters they name;
+    one Python does not know ("\\-") stays as typed."""
     if "\\" not in text:
         return text
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "invalid escape sequence": kept as typed
+            return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"the prompt {text!r} has a broken escape sequence ({e.reason}); write \\\\ for a backslash"
+        ) from None
 
 
 def read_prompts(path: str) -> list[str]:
@@ -28,7 +37,10 @@ def read_prompts(path: str) -> list[str]:
         if not line.strip():
             continue
         if file.suffix != ".jsonl":
-            prompts.append(unescape(line))
+            try:
+                prompts.append(unescape(line))
+            except ValueError as e:
+                raise ValueError(f"{path}, line {number}: {e}") from None
             continue
         try:
             value = json.loads(line)

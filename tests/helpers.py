@@ -66,6 +66,32 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300)
     )
 
 
+def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` run in this process, for the many cases that stop before
+    training: the same main(), without a second of start-up each. Tests that need a fresh
+    process (signals, the exact text a user sees) use run_main."""
+    import contextlib
+    import io
+
+    import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv, cwd_before, traceback = sys.argv, Path.cwd(), os.environ.pop("GPT_TRACEBACK", None)
+    try:
+        os.chdir(cwd)
+        sys.argv = ["main.py", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(cwd_before)
+        if traceback is not None:
+            os.environ["GPT_TRACEBACK"] = traceback
+    return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> None:
     """The command failed with one `error:` line that holds message, and no traceback."""
     assert result.returncode == 1, result.stderr[-3000:]
@@ -129,12 +155,15 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 class SignalAtStep(L.Callback):
     """A callback for fault injection, added with --trainer.callbacks+=helpers.SignalAtStep
     (PYTHONPATH=tests): sends this process `signum` `times` times as step `step` begins
-    (when="train"), or as the validation after that step begins (when="validation")."""
+    (when="train"), or as the validation after that step begins (when="validation"); under
+    DDP only on the process of `rank`, if given."""
 
-    def __init__(self, step: int, signum: int = 15, when: str = "train", times: int = 1):
-        self.step, self.signum, self.when, self.times, self.sent = step, signum, when, times, False
+    def __init__(self, step: int, signum: int = 15, when: str = "train", times: int = 1, rank: int | None = None):
+        self.step, self.signum, self.when, self.times, self.rank, self.sent = step, signum, when, times, rank, False
 
     def _send(self, trainer: L.Trainer) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if trainer.global_step == self.step and not self.sent:
             self.sent = True
             for _ in range(self.times):

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from gpt.callbacks import DropoutSchedule, JSONLinesWriter
+from gpt.callbacks import DropoutSchedule, JSONLinesWriter, SafeCheckpointIO
 from gpt.datamodule import GPTDataModule, as_list
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
@@ -100,3 +100,26 @@ def test_json_lines_writer_keeps_the_old_file_when_predict_fails(tmp_path, capsy
 def test_json_lines_writer_refuses_a_folder(tmp_path, capsys):
     with pytest.raises(ValueError, match="the JSON-lines writer's path .* is a folder; give a file name"):
         predict(["ab"], JSONLinesWriter(str(tmp_path)))
+
+
+def test_a_checkpoint_save_that_fails_midway_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = SafeCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise OSError("the machine went down between writing and renaming")
+
+    monkeypatch.setattr("gpt.files.os.replace", crash)
+    with pytest.raises(OSError, match="went down"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["global_step"] == 1  # the previous checkpoint, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # and no temporary file left
+
+
+def test_checkpoints_are_read_through_the_checks(tmp_path):
+    path = tmp_path / "planted.ckpt"
+    torch.save({"state_dict": {}, "x": Path("x")}, path)  # an object torch would have to import to load
+    with pytest.raises(ValueError, match="holds more than tensors and plain values"):
+        SafeCheckpointIO().load_checkpoint(path, weights_only=False)  # the argument changes nothing

@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpt.checkpoint import (
     check_checkpoint,
@@ -82,3 +84,32 @@ def test_a_checkpoint_without_hyperparameters(tmp_path):
     del checkpoint["hyper_parameters"]
     with pytest.raises(ValueError, match="the checkpoint has no hyperparameters"):
         model_config(checkpoint)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), min_size=1, max_size=4))
+def test_changed_bytes_are_refused_or_change_nothing(tmp_path_factory, changes):
+    """Any bytes of a checkpoint changed: it is refused with a ValueError, or (a change in
+    the zip's padding, which no checksum covers) it reads back the very same weights."""
+    original = (LEGACY / "char_gpt2.ckpt").read_bytes()
+    data = bytearray(original)
+    for position, flip in changes:
+        data[position % len(data)] ^= flip
+    path = tmp_path_factory.mktemp("changed") / "c.ckpt"
+    path.write_bytes(bytes(data))
+    try:
+        checkpoint = load_checkpoint(path)
+    except ValueError:
+        return
+    expected = load_checkpoint(LEGACY / "char_gpt2.ckpt")
+    assert checkpoint.keys() == expected.keys()
+    assert all(torch.equal(checkpoint["state_dict"][k], v) for k, v in expected["state_dict"].items())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=3000))
+def test_any_bytes_are_refused_with_one_clear_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "c.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="c.ckpt"):
+        load_checkpoint(path)

@@ -3,9 +3,12 @@ and the token cache."""
 
 import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gpt.corpus as corpus_module
 from gpt.bpe import SPLIT_PATTERNS
@@ -258,3 +261,71 @@ def test_folder_documents_are_joined_with_endoftext(tmp_path, folder_corpus, con
     # Adding a document changes the cache key.
     (folder_corpus / "d.txt").write_text("Fourth.\n")
     assert make_corpus(tmp_path, folder_corpus).ids_path(tok) != corpus.ids_path(tok)
+
+
+# ---- a damaged cache is found out and rebuilt
+
+
+@pytest.mark.parametrize("damage", ["cut short", "zeroed", "random bytes", "another corpus's", "no manifest"])
+def test_a_damaged_token_cache_is_encoded_again_with_a_warning(tmp_path, small_corpus, damage, caplog):
+    corpus = make_corpus(tmp_path, small_corpus)
+    tok = corpus.tokenizer(TokenizerConfig())
+    path = corpus.encode(tok)
+    good = path.read_bytes()
+    if damage == "cut short":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "zeroed":
+        path.write_bytes(bytes(len(good)))  # same size: only the checksum tells
+    elif damage == "random bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, len(good), dtype=np.uint8).tobytes())
+    elif damage == "another corpus's":
+        other = tmp_path / "other.txt"
+        other.write_text(small_corpus.read_text()[::-1])
+        other_corpus = make_corpus(tmp_path, other)
+        path.write_bytes(other_corpus.encode(other_corpus.tokenizer(TokenizerConfig())).read_bytes())
+    else:
+        corpus_module.manifest_path(path).unlink()
+    again = make_corpus(tmp_path, small_corpus)  # a new run opens the cache
+    with caplog.at_level("WARNING", logger="gpt.corpus"):
+        ids = again.ids(again.tokenizer(TokenizerConfig()))
+    assert "warning: the token cache" in caplog.text and "encoding the corpus again" in caplog.text
+    assert tok.decode(ids.tolist()) == small_corpus.read_text() and path.read_bytes() == good
+
+
+def test_a_sound_cache_is_read_without_a_word(tmp_path, small_corpus, caplog):
+    corpus = make_corpus(tmp_path, small_corpus)
+    corpus.encode(corpus.tokenizer(TokenizerConfig()))
+    manifest = json.loads(corpus_module.manifest_path(corpus.ids_path(corpus.tokenizer(TokenizerConfig()))).read_text())
+    assert manifest["tokens"] == len(small_corpus.read_text()) and manifest["dtype"] == "uint16"
+    with caplog.at_level("WARNING", logger="gpt.corpus"):
+        again = make_corpus(tmp_path, small_corpus)
+        again.ids(again.tokenizer(TokenizerConfig()))
+    assert caplog.text == ""
+
+
+def test_a_damaged_trained_bpe_is_trained_again(tmp_path, small_corpus, caplog):
+    corpus = make_corpus(tmp_path, small_corpus)
+    trained = corpus.tokenizer(BPE_300)
+    path = corpus.bpe_path(BPE_300, 0.1)
+    path.write_text(path.read_text()[:100])  # cut short
+    with caplog.at_level("WARNING", logger="gpt.corpus"):
+        again = make_corpus(tmp_path, small_corpus).tokenizer(BPE_300)
+    assert "training the BPE again" in caplog.text and again.merges == trained.merges
+    named = TokenizerConfig(kind="bpe", path=str(tmp_path / "nope.json"))
+    with pytest.raises(FileNotFoundError, match="BPE tokenizer file .*nope.json' does not exist"):
+        corpus.tokenizer(named)  # a file the user names is never replaced
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_corpus_bytes_are_read_whole_or_refused_by_name(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("bytes")
+    (folder / "c.txt").write_bytes(data)
+    corpus = Corpus(str(folder / "c.txt"), data_dir=folder / "data")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(ValueError, match="c.txt' is not UTF-8 text"):
+            list(corpus.blocks())
+        return
+    assert "".join(corpus.blocks()) == text.replace("\r\n", "\n").replace("\r", "\n")  # Python's universal newlines

@@ -229,3 +229,21 @@ def test_only_a_causal_gpt_in_gpt2_layout_exports(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="the output folder .*file' is a file"):
         save_hf(GPT(ours_config()), tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    "checkpoint, out, message",
+    [
+        ("bpe_masked.ckpt", "out", "is a masked language model (attention both ways)"),
+        ("char_blocks.ckpt", "out", "holds a teaching model (arch 'blocks'); only arch gpt exports"),
+        ("char_gpt2.ckpt", "a_file", "is a file; give the name of a folder"),
+        ("missing.ckpt", "out", "checkpoint '"),
+    ],
+)
+def test_export_command_errors_are_one_line(tmp_path, checkpoint, out, message):
+    (tmp_path / "a_file").write_text("x")
+    args = [str(FIXTURES / "legacy" / checkpoint), str(tmp_path / out)]
+    result = subprocess.run([sys.executable, "-m", "gpt.hf", *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "out").exists()

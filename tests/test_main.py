@@ -3,7 +3,9 @@
 
 import json
 import math
+import os
 import re
+import zipfile
 
 import docstring_parser
 import pytest
@@ -14,7 +16,7 @@ from gpt.config import FIELDS, GPTConfig
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
 from gpt.optim import cosine_lr
-from helpers import ROOT, assert_clean_error, fit_args, run_main, scalars
+from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars
 
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
 
@@ -293,13 +295,13 @@ def test_error_missing_corpus(tmp_path):
 
 def test_error_corpus_too_short(tmp_path):
     (tmp_path / "short.txt").write_text("to be or not to be " * 10)
-    result = run_main(*fit_args(tmp_path / "short.txt", tmp_path / "data"), cwd=tmp_path)
+    result = main_here(*fit_args(tmp_path / "short.txt", tmp_path / "data"), cwd=tmp_path)
     assert_clean_error(result, "fewer than block_size + 1 = 33 needed for one example")
 
 
 def test_error_missing_checkpoint(tmp_path):
     assert_clean_error(
-        run_main("validate", "--ckpt_path", "nope.ckpt", cwd=tmp_path), "checkpoint 'nope.ckpt' does not exist"
+        main_here("validate", "--ckpt_path", "nope.ckpt", cwd=tmp_path), "checkpoint 'nope.ckpt' does not exist"
     )
 
 
@@ -308,14 +310,60 @@ def test_error_not_a_checkpoint(trained, tmp_path):
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(checkpoint.read_bytes()[:2000])
     for path in (corpus, truncated):
-        result = run_main("validate", "--ckpt_path", str(path), cwd=tmp_path)
-        assert_clean_error(result, f"{str(path)!r} is not a PyTorch checkpoint")
+        result = main_here("validate", "--ckpt_path", str(path), cwd=tmp_path)
+        assert_clean_error(result, f"{str(path)!r} is not a PyTorch checkpoint (no zip archive in it")
+
+
+def damaged(checkpoint, folder, how: str):
+    """A copy of a good checkpoint, spoiled one way."""
+    path = folder / f"{how}.ckpt"
+    if how == "a folder":
+        path.mkdir()
+    elif how == "a zip of something else":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a checkpoint")
+    elif how == "a byte changed":
+        data = bytearray(checkpoint.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # inside the weights
+        path.write_bytes(bytes(data))
+    else:
+        ckpt = torch.load(checkpoint, weights_only=True)
+        if how == "planted code":
+            ckpt["planted"] = Planted()
+        else:  # NaN weights
+            ckpt["state_dict"]["model.transformer.h.0.attn.c_attn.weight"][0, 0] = float("nan")
+        torch.save(ckpt, path)
+    return path
+
+
+class Planted:
+    def __reduce__(self):  # what loading with weights_only=False would run
+        return (os.system, ("touch planted-code-ran",))
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("a folder", "is a folder, not a checkpoint; give a .ckpt file in it"),
+        ("a zip of something else", "is a zip archive but not a PyTorch checkpoint"),
+        ("a byte changed", "fails its checksum"),
+        ("planted code", "loading it could run code, so it is refused"),
+        ("NaN weights", "holds NaN or Inf in state_dict.model.transformer.h.0.attn.c_attn.weight"),
+    ],
+)
+def test_damaged_or_unsafe_checkpoints_are_refused_by_name(trained, tmp_path, how, message):
+    _, checkpoint, _, corpus = trained
+    path = damaged(checkpoint, tmp_path, how)
+    result = main_here("validate", "--ckpt_path", str(path), "--data.corpus", str(corpus), cwd=tmp_path)
+    assert_clean_error(result, message)
+    assert "is damaged:" in result.stderr or how != "a byte changed"
+    assert not (tmp_path / "planted-code-ran").exists()
 
 
 def test_error_bad_tokenizer_settings(tmp_path):
-    result = run_main("fit", "--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt5", cwd=tmp_path)
+    result = main_here("fit", "--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt5", cwd=tmp_path)
     assert_clean_error(result, "error: unknown tiktoken encoding 'gpt5'; known encodings: gpt2, r50k_base")
-    result = run_main("fit", "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "200", cwd=tmp_path)
+    result = main_here("fit", "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "200", cwd=tmp_path)
     assert_clean_error(result, "error: BPE vocab_size 200 is too small")
 
 
@@ -330,11 +378,22 @@ def test_error_bad_tokenizer_settings(tmp_path):
         ),
         ("--model.arch bigram --model.mlp swiglu", "error: mlp=swiglu: options of arch 'gpt'"),
         ("--model.learning_rate 0 --model.min_lr 0", "error: learning_rate must be > 0, got 0.0"),
+        ("--model.learning_rate 1e-4 --model.min_lr 1e-3", "error: need 0 <= min_lr <= learning_rate"),
+        ("--trainer.max_steps -5", "must be a non-negative integer or -1"),
     ],
 )
 def test_error_bad_model_settings(extra, message, small_corpus, tmp_path):
-    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=2), *extra.split(), cwd=tmp_path)
+    result = main_here(*fit_args(small_corpus, tmp_path / "data", steps=2), *extra.split(), cwd=tmp_path)
     assert_clean_error(result, message)
+
+
+def test_a_value_of_the_wrong_type_is_one_line(tmp_path):
+    result = run_main("fit", "--trainer.max_steps", "abc", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        """error: Parser key "trainer.max_steps": Expected a <class 'int'>. Got value: abc""",
+        "(python main.py fit --help lists the options)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -348,7 +407,7 @@ def test_error_bad_model_settings(extra, message, small_corpus, tmp_path):
     ],
 )
 def test_error_bad_masked_settings_before_any_work(small_corpus, tmp_path, extra, message):
-    result = run_main(
+    result = main_here(
         "fit", "--data.corpus", str(small_corpus), "--model.objective", "masked", *extra.split(), cwd=tmp_path
     )
     assert_clean_error(result, message)

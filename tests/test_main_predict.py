@@ -10,20 +10,26 @@ import pytest
 import torch
 
 from gpt.tokenizers import MASK
-from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, read_jsonl, run_main, samples
+from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, read_jsonl, run_main, samples
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
 
 
-def predict(checkpoint: Path, cwd: Path, *extra: str):
-    return run_main("predict", "--ckpt_path", str(checkpoint), "--data.corpus", "missing.txt", *extra, cwd=cwd)
+def predict(checkpoint: Path, cwd: Path, *extra: str, here: bool = False):
+    """predict from a checkpoint with no corpus around; here: in this process (for errors)."""
+    run = main_here if here else run_main
+    return run("predict", "--ckpt_path", str(checkpoint), "--data.corpus", "missing.txt", *extra, cwd=cwd)
+
+
+def predict_here(checkpoint: Path, cwd: Path, *extra: str):
+    return predict(checkpoint, cwd, *extra, here=True)
 
 
 def test_predict_without_the_corpus(trained, tmp_path):
     _, checkpoint, _, _ = trained
     # A fresh folder, no corpus, no data cache, no config: only the checkpoint.
     settings = "--data.prompt First --model.sampling.max_new_tokens 50 --data.num_samples 2 --model.sampling.seed 3"
-    result = predict(checkpoint, tmp_path, *settings.split())
+    result = predict_here(checkpoint, tmp_path, *settings.split())
     assert result.returncode == 0, result.stderr[-3000:]
     texts = samples(result.stdout)
     assert len(texts) == 2
@@ -35,8 +41,9 @@ def test_predict_without_the_corpus(trained, tmp_path):
 def test_the_flags_from_before_the_sampling_group_still_work(trained, tmp_path):
     _, checkpoint, _, _ = trained
     old_flags = "--model.max_new_tokens 20 --model.temperature 0 --model.sample_seed=3"
-    old = predict(checkpoint, tmp_path, *old_flags.split())
-    new = predict(checkpoint, tmp_path, *"--model.sampling.max_new_tokens 20 --model.sampling.temperature 0".split())
+    old = predict_here(checkpoint, tmp_path, *old_flags.split())
+    new_flags = "--model.sampling.max_new_tokens 20 --model.sampling.temperature 0"
+    new = predict_here(checkpoint, tmp_path, *new_flags.split())
     assert old.returncode == 0, old.stderr[-3000:]
     assert samples(old.stdout) == samples(new.stdout) and len(samples(old.stdout)[0]) == 1 + 20
     assert "note: --model.temperature is now --model.sampling.temperature; the old name still works" in old.stderr
@@ -47,7 +54,7 @@ def test_the_flags_from_before_the_sampling_group_still_work(trained, tmp_path):
 def test_predict_same_seed_same_text(trained, tmp_path):
     _, checkpoint, _, _ = trained
     runs = [
-        predict(checkpoint, tmp_path, *f"--model.sampling.max_new_tokens 30 --model.sampling.seed {s}".split())
+        predict_here(checkpoint, tmp_path, *f"--model.sampling.max_new_tokens 30 --model.sampling.seed {s}".split())
         for s in "778"
     ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-3000:]
@@ -59,7 +66,8 @@ def test_predict_same_seed_same_text(trained, tmp_path):
 def test_predict_greedy_is_deterministic_and_escapes_newlines(trained, tmp_path):
     _, checkpoint, _, _ = trained
     args = "--model.sampling.temperature 0 --model.sampling.max_new_tokens 20 --data.prompt All:\\n".split()
-    a, b = predict(checkpoint, tmp_path, *args, "--model.sampling.seed", "1"), predict(checkpoint, tmp_path, *args)
+    a = predict_here(checkpoint, tmp_path, *args, "--model.sampling.seed", "1")
+    b = predict_here(checkpoint, tmp_path, *args)
     assert a.returncode == 0, a.stderr[-3000:]
     assert samples(a.stdout) == samples(b.stdout)
     assert samples(a.stdout)[0].startswith("All:\n")
@@ -67,22 +75,21 @@ def test_predict_greedy_is_deterministic_and_escapes_newlines(trained, tmp_path)
 
 def test_error_unknown_character_in_prompt(trained, tmp_path):
     _, checkpoint, _, _ = trained
-    result = predict(checkpoint, tmp_path, "--data.prompt", "Fi#")
+    result = predict(checkpoint, tmp_path, "--data.prompt", "Fi#", here=True)
     assert_clean_error(result, "character '#' at position 2 is not in the tokenizer's vocabulary")
 
 
 def test_error_empty_prompt(trained, tmp_path):
     _, checkpoint, _, _ = trained
-    result = predict(checkpoint, tmp_path, "--data.prompt", "")
+    result = predict(checkpoint, tmp_path, "--data.prompt", "", here=True)
     assert_clean_error(result, "the prompt is empty")
 
 
 def test_bpe_predict_without_the_corpus_takes_any_text(trained_bpe, tmp_path):
     _, checkpoint, _, _ = trained_bpe
     prompt = "Citizen 🙂 naïve"  # characters the corpus never had: bytes are always in the vocabulary
-    runs = [
-        predict(checkpoint, tmp_path, "--data.prompt", prompt, "--model.sampling.max_new_tokens", "20") for _ in "ab"
-    ]
+    args = ["--data.prompt", prompt, "--model.sampling.max_new_tokens", "20"]
+    runs = [predict_here(checkpoint, tmp_path, *args) for _ in "ab"]
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
     texts = samples(runs[0].stdout)
     assert len(texts) == 1 and texts[0].startswith(prompt) and len(texts[0]) > len(prompt)
@@ -94,7 +101,7 @@ def test_error_checkpoint_tokenizer_does_not_fit_the_model(trained_bpe, tmp_path
     ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
     ckpt["tokenizer"] = {"kind": "tiktoken", "encoding": "gpt2"}
     torch.save(ckpt, tmp_path / "mixed.ckpt")
-    result = predict(tmp_path / "mixed.ckpt", tmp_path)
+    result = predict(tmp_path / "mixed.ckpt", tmp_path, here=True)
     assert_clean_error(result, "the checkpoint's tokenizer has 50257 tokens but its model has vocab_size 300")
 
 
@@ -118,7 +125,7 @@ def test_prompts_from_a_file_with_samples_in_order_and_saved_as_json_lines(train
     (tmp_path / "prompts.jsonl").write_text('"First"\n{"prompt": "All:\\nSp"}\n\n"Be"\n', encoding="utf-8")
     writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "out/samples.jsonl"]
     settings = "--data.prompts_file prompts.jsonl --data.num_samples 2 --model.sampling.max_new_tokens 25"
-    result = predict(checkpoint, tmp_path, *settings.split(), "--model.sampling.stop_at_eot", "false", *writer)
+    result = predict_here(checkpoint, tmp_path, *settings.split(), "--model.sampling.stop_at_eot", "false", *writer)
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(tmp_path / "out" / "samples.jsonl")
     prompts = ["First", "First", "All:\nSp", "All:\nSp", "Be", "Be"]
@@ -146,9 +153,9 @@ def test_batched_and_streamed_greedy_predict_agree(trained, tmp_path):
     _, checkpoint, _, _ = trained
     (tmp_path / "prompts.txt").write_text("First\nAll:\\nSpeak\nFirst C\nAll\n", encoding="utf-8")
     args = "--data.prompts_file prompts.txt --model.sampling.max_new_tokens 30 --model.sampling.temperature 0".split()
-    streamed = predict(checkpoint, tmp_path, *args)
-    batched = predict(checkpoint, tmp_path, *args, "--model.sampling.stream", "false", "--data.batch_size", "4")
-    uncached = predict(checkpoint, tmp_path, *args, "--model.sampling.kv_cache", "false")
+    streamed = predict_here(checkpoint, tmp_path, *args)
+    batched = predict_here(checkpoint, tmp_path, *args, "--model.sampling.stream", "false", "--data.batch_size", "4")
+    uncached = predict_here(checkpoint, tmp_path, *args, "--model.sampling.kv_cache", "false")
     assert streamed.returncode == batched.returncode == uncached.returncode == 0, batched.stderr[-3000:]
     texts = samples(streamed.stdout)
     prompts = ["First", "All:\nSpeak", "First C", "All"]
@@ -195,7 +202,7 @@ def test_predict_streams_while_it_writes(trained, tmp_path):
 )
 def test_error_bad_predict_settings(trained, tmp_path, extra, message):
     _, checkpoint, _, _ = trained
-    assert_clean_error(predict(checkpoint, tmp_path, *extra), message)
+    assert_clean_error(predict(checkpoint, tmp_path, *extra, here=True), message)
 
 
 @pytest.mark.slow  # several processes

@@ -86,3 +86,13 @@ def test_fill_mask_refuses_a_prompt_without_a_mask_or_too_long(masked_model):
         fill_mask(model, tokenizer, "abc")
     with pytest.raises(ValueError, match="the prompt has 17 tokens; the model reads at most 16"):
         fill_mask(model, tokenizer, "a" * 16 + MASK_TOKEN)
+
+
+def test_special_tokens_are_never_hidden_nor_predicted():
+    tokenizer = CharTokenizer("abc", special_tokens=["<|endoftext|>", PAD, MASK_TOKEN])  # eot 3, pad 4, mask 5
+    ids = torch.randint(0, 4, (32, 64), generator=torch.Generator().manual_seed(0))  # <|endoftext|> among them
+    assert (ids == 3).sum() > 100
+    inputs, targets = mask_batch(ids, tokenizer, 0.5, generator=torch.Generator().manual_seed(1))
+    assert (targets == 3).sum() == 0 and torch.equal(inputs[ids == 3], ids[ids == 3])  # left as they are
+    selected, ordinary = (targets != IGNORE_INDEX).float().mean().item(), (ids != 3).float().mean().item()
+    assert selected == pytest.approx(0.5 * ordinary, abs=0.02)  # half of the ordinary tokens

@@ -1,0 +1,235 @@
+"""main.py fit, interrupted and resumed as a user's runs are: signals at several points, a
+killed process, DDP, --ckpt_path last and best, and settings changed on resume. A resumed
+run must log what an uninterrupted one logs, to the last bit."""
+
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from gpt.optim import cosine_lr
+from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
+
+TAGS = ("train/loss", "val/loss", "lr-AdamW/decay")
+FIT = (
+    "fit --model.n_layer 2 --model.n_head 2 --model.n_embd 32 --model.block_size 32 --model.dropout 0.1 "
+    "--model.val_sample_tokens 0 --trainer.enable_progress_bar false --trainer.enable_model_summary false "
+    "--seed_everything 1 --data.batch_size 8 --model.warmup_steps 4 --trainer.max_steps 14 "
+    "--trainer.val_check_interval 6 --trainer.log_every_n_steps 1"
+).split()
+DATA = {
+    "windows": "--data.corpus lines.txt".split(),
+    "masked paragraphs": "--data.corpus speeches.txt --data.mode paragraphs --model.objective masked".split(),
+    "lines": "--data.corpus lines.txt --data.mode lines".split(),
+}
+TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}  # for helpers.SignalAtStep
+
+
+def workdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "lines.txt").write_text(LINES_TEXT)
+    (path / "speeches.txt").write_text(SPEECHES_TEXT)
+    return path
+
+
+def logged(folder) -> dict:
+    """What a run logged, as TensorBoard shows it (events after a purge step hidden)."""
+    return {tag: scalars(folder / "lightning_logs" / "version_0", tag) for tag in TAGS}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """What each kind of data logs when nothing stops the run."""
+    runs = {}
+    for name, data in DATA.items():
+        folder = workdir(tmp_path_factory.mktemp("uninterrupted"))
+        result = run_main(*FIT, *data, cwd=folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = logged(folder)
+    return runs
+
+
+def signal_at(step: int, **options) -> list[str]:
+    args = ["--trainer.callbacks+=helpers.SignalAtStep", "--trainer.callbacks.step", str(step)]
+    return args + [a for k, v in options.items() for a in (f"--trainer.callbacks.{k}", str(v))]
+
+
+@pytest.mark.parametrize(
+    "data, step, options, code, saved_step",
+    [
+        ("windows", 4, {}, 143, 5),  # during step 5, in the middle of the epoch
+        ("windows", 5, {}, 143, 6),  # a step that ends with a validation
+        ("windows", 6, {"when": "validation"}, 143, 6),  # during that validation
+        ("windows", 8, {"signum": 2}, 130, 9),  # Ctrl-C
+        ("masked paragraphs", 5, {}, 143, 6),  # the last step of an epoch (6 batches of speeches), and a validation
+        ("masked paragraphs", 8, {}, 143, 9),
+        ("lines", 2, {}, 143, 3),
+    ],
+)
+def test_interrupted_and_resumed_logs_what_an_uninterrupted_run_logs(
+    uninterrupted, tmp_path, data, step, options, code, saved_step
+):
+    folder = workdir(tmp_path)
+    stopped = run_main(*FIT, *DATA[data], *signal_at(step, **options), cwd=folder, env=TESTS_ON_PATH)
+    assert stopped.returncode == code, stopped.stderr[-3000:]
+    name = "SIGINT" if code == 130 else "SIGTERM"
+    saved = folder / "lightning_logs/version_0/checkpoints/last.ckpt"
+    line = f"{name} at step {saved_step}: saved {saved.relative_to(folder)}; resume with: python main.py"
+    assert line in stopped.stderr and stopped.stderr.rstrip().endswith("--ckpt_path last")
+    assert "Traceback" not in stopped.stderr
+    assert torch.load(saved, weights_only=True)["global_step"] == saved_step
+    resumed = run_main(*FIT, *DATA[data], "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--ckpt_path last: lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
+    assert logged(folder) == uninterrupted[data]  # every value, bit for bit, at the same steps
+    assert not (folder / "lightning_logs" / "version_1").exists()  # one run, one folder
+
+
+def test_killed_outright_resumes_from_its_last_validation(uninterrupted, tmp_path):
+    folder = workdir(tmp_path)
+    killed = run_main(*FIT, *DATA["windows"], *signal_at(9, signum=9), cwd=folder, env=TESTS_ON_PATH)
+    assert killed.returncode == -signal.SIGKILL  # no chance to save: the checkpoint of step 6 remains
+    assert torch.load(folder / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 6
+    resumed = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged(folder) == uninterrupted["windows"]  # steps 7-9, logged twice, show once
+
+
+def test_a_second_signal_aborts_at_once(tmp_path):
+    folder = workdir(tmp_path)
+    result = run_main(*FIT, *DATA["windows"], *signal_at(3, times=2), cwd=folder, env=TESTS_ON_PATH)
+    assert result.returncode == -signal.SIGTERM  # killed by the second signal
+    assert "saved" not in result.stderr
+    assert not list(folder.rglob("*.ckpt"))  # nothing saved, nothing half-written
+
+
+def test_a_real_sigterm_from_outside(tmp_path):
+    """SIGTERM from another process at whatever step the run has reached."""
+    longer = [*FIT, *DATA["windows"], *"--trainer.max_steps 400 --trainer.val_check_interval 100".split()]
+    reference = workdir(tmp_path / "reference")
+    assert run_main(*longer, cwd=reference).returncode == 0
+    folder = workdir(tmp_path / "interrupted")
+    command = [sys.executable, str(ROOT / "main.py"), *longer]
+    process = subprocess.Popen(command, cwd=folder, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in process.stderr:  # training has begun once AdamW is set up
+        lines.append(line)
+        if line.startswith("AdamW:"):
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            break
+    stderr = "".join(lines) + process.stderr.read()
+    assert process.wait(timeout=120) == 143, stderr[-3000:]
+    step = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
+    assert 1 <= step < 400
+    resumed = run_main(*longer, "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged(folder) == logged(reference)
+
+
+@pytest.mark.slow  # two DDP runs of two processes each
+def test_ddp_ranks_stop_after_the_same_step_whichever_gets_the_signal(tmp_path):
+    ddp = "--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu --data.batch_size 4".split()
+    reference = workdir(tmp_path / "reference")
+    assert run_main(*FIT, *DATA["windows"], *ddp, cwd=reference).returncode == 0
+    folder = workdir(tmp_path / "interrupted")
+    stopped = run_main(*FIT, *DATA["windows"], *ddp, *signal_at(4, rank=1), cwd=folder, env=TESTS_ON_PATH)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert stopped.stderr.count("SIGTERM at step 5: saved") == 1  # one line for the run
+    resumed = run_main(*FIT, *DATA["windows"], *ddp, "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged(folder) == logged(reference)
+
+
+# ---- which checkpoint, and what a resumed run may change
+
+
+def stopped_at_step(folder, step: int = 5) -> None:
+    result = run_main(*FIT, *DATA["windows"], *signal_at(step - 1), cwd=folder, env=TESTS_ON_PATH)
+    assert result.returncode == 143, result.stderr[-3000:]
+
+
+def test_last_is_the_newest_run_with_a_last_checkpoint_and_best_its_best(tmp_path):
+    folder = workdir(tmp_path)
+    for _ in range(2):
+        assert run_main(*FIT, *DATA["windows"], "--trainer.max_steps", "6", cwd=folder).returncode == 0
+    (folder / "lightning_logs" / "version_2").mkdir()  # a run that stopped before saving anything
+    result = run_main("validate", "--ckpt_path", "last", *DATA["windows"], cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--ckpt_path last: lightning_logs/version_1/checkpoints/last.ckpt" in result.stderr
+    best = run_main("validate", "--ckpt_path", "best", *DATA["windows"], cwd=folder)
+    assert best.returncode == 0, best.stderr[-3000:]
+    (best_file,) = (folder / "lightning_logs/version_1/checkpoints").glob("step*.ckpt")
+    assert f"--ckpt_path best: lightning_logs/version_1/checkpoints/{best_file.name}" in best.stderr
+
+
+def test_last_finds_the_run_of_the_config_named(tmp_path):
+    folder = workdir(tmp_path)
+    (folder / "configs").mkdir()
+    (folder / "configs" / "small.yaml").write_text("trainer:\n  max_steps: 6\n")
+    assert run_main(*FIT, *DATA["windows"], "--config", "configs/small.yaml", cwd=folder).returncode == 0
+    assert (folder / "lightning_logs/small/version_0/checkpoints/last.ckpt").is_file()
+    config = ["--config", "configs/small.yaml"]
+    predict = run_main("predict", *config, "--ckpt_path", "last", "--model.sampling.max_new_tokens", "5", cwd=folder)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    assert "--ckpt_path last: lightning_logs/small/version_0/checkpoints/last.ckpt" in predict.stderr
+    other = run_main("predict", "--ckpt_path", "last", cwd=folder)  # another experiment: no config
+    assert_clean_error(other, "--ckpt_path last: there are no runs in lightning_logs/ yet")
+
+
+def test_no_run_to_resume_and_no_checkpoint_to_predict_from(tmp_path):
+    folder = workdir(tmp_path)
+    assert_clean_error(
+        main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder),
+        "--ckpt_path last: there are no runs in lightning_logs/ yet (is it the --config you trained with?); "
+        "start a new run without --ckpt_path",
+    )
+    for subcommand in ("validate", "test", "predict"):
+        result = main_here(subcommand, *DATA["windows"], cwd=folder)
+        assert_clean_error(result, f"{subcommand} needs a trained model: --ckpt_path PATH, or --ckpt_path last")
+    tiny = "--model.n_layer 1 --model.n_head 2 --model.n_embd 16 --model.block_size 32".split()
+    untrained = main_here("validate", "--ckpt_path", "untrained", *DATA["windows"], *tiny, cwd=folder)
+    assert untrained.returncode == 0, untrained.stderr[-3000:]  # asked for explicitly
+    loss = float(re.search(r"val/loss\W+([\d.]+)", untrained.stdout).group(1))
+    assert loss == pytest.approx(math.log(len(set(LINES_TEXT))), abs=0.05)  # a model that learned nothing
+
+
+def test_a_new_learning_rate_takes_effect_and_the_shape_cannot_change(tmp_path):
+    folder = workdir(tmp_path)
+    stopped_at_step(folder, 5)
+    arch = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.n_layer", "3", cwd=folder)
+    assert_clean_error(arch, "--model.n_layer gives n_layer 3 but the checkpoint's model has 2")
+    resumed = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.learning_rate", "5e-4", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming with learning_rate 0.0005 (the checkpoint's run had 0.001)" in resumed.stderr
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    assert lr[4] == pytest.approx(cosine_lr(4, 1e-3, 1e-4, 4, 14))  # before: the old rate
+    assert [lr[s] for s in range(5, 14)] == pytest.approx([cosine_lr(s, 5e-4, 1e-4, 4, 14) for s in range(5, 14)])
+
+
+def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(tmp_path):
+    folder = workdir(tmp_path)
+    assert run_main(*FIT, *DATA["windows"], cwd=folder).returncode == 0  # 14 steps: the cosine ends at min_lr
+    longer = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "18", cwd=folder)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    assert [lr[s] for s in range(14, 18)] == pytest.approx([1e-4] * 4)  # on at min_lr
+    stretch = "--ckpt_path last --trainer.max_steps 22 --model.decay_steps 30".split()
+    stretched = run_main(*FIT, *DATA["windows"], *stretch, cwd=folder)
+    assert stretched.returncode == 0, stretched.stderr[-3000:]
+    assert "resuming with decay_steps 30 (the checkpoint's run had 14)" in stretched.stderr
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    assert [lr[s] for s in range(18, 22)] == pytest.approx([cosine_lr(s, 1e-3, 1e-4, 4, 30) for s in range(18, 22)])
+
+
+def test_weights_only_cannot_be_turned_off(tmp_path):
+    result = run_main("validate", "--ckpt_path", "x.ckpt", "--weights_only", "false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: unrecognized arguments: --weights_only false" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2 and "Traceback" not in result.stderr  # no page of usage
+    assert "--weights_only" not in main_here("fit", "--help", cwd=tmp_path).stdout
