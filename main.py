@@ -19,6 +19,8 @@ import logging
 import shlex
 import signal
 import sys
+import warnings
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from gpt.datamodule import GPTDataModule
 from gpt.errors import USER_ERRORS, exit_on_user_error, one_line
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
-from gpt.runs import describe_missing, newest_last, run_of
+from gpt.runs import describe_missing, hold_run, new_run, newest_last, run_of
 
 TRAINER_DEFAULTS = {
     # TensorBoard under lightning_logs/<the config's name>/version_N (see run_name).
@@ -136,8 +138,11 @@ def resume_command(argv: list[str]) -> str:
 
 
 class GPTCLI(LightningCLI):
-    def __init__(self, *args: Any, interrupt: SaveOnInterrupt | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, interrupt: SaveOnInterrupt | None = None, held: ExitStack | None = None, **kwargs: Any
+    ):
         self.interrupt = interrupt or SaveOnInterrupt()
+        self.held = held or ExitStack()  # the run folder's lock, released when the command ends
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -263,14 +268,31 @@ class GPTCLI(LightningCLI):
         if ckpt_path:
             # The checkpoint's weights replace any pretrained ones, which need not exist any more.
             config.model.init_from = None
+        if self.subcommand == "fit":
+            self.hold_run_folder(config)
         if self.subcommand != "fit":
             config.trainer.enable_checkpointing = False  # only fit writes checkpoints
+            # ... so the checkpoint callback's state, which Lightning warns is not restored, is not needed.
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks")
         if self.subcommand == "predict":
             # Predicting logs nothing: leave no empty run folder behind. The samples stream
             # to stdout, so no progress bar there either.
             config.trainer.logger = False
             config.trainer.enable_progress_bar = False
             self.save_config_callback = None
+
+    def hold_run_folder(self, config) -> None:
+        """Claim this fit's version_N folder (a new run) or lock it (a resumed one): one
+        process writes a run at a time. Rank 0 only: the other ranks write no logs."""
+        logger = tensorboard(config)
+        if logger is None or rank_zero_only.rank != 0:
+            return
+        experiment, version = experiment_dir(config), logger.init_args.version
+        if version is None:
+            logger.init_args.version = self.held.enter_context(new_run(experiment))
+        else:  # resuming (or a version given): the run's own folder
+            folder = version if isinstance(version, str) else f"version_{version}"
+            self.held.enter_context(hold_run(experiment / folder))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer, with what every run gets besides the callbacks a config names: the
@@ -292,17 +314,19 @@ class GPTCLI(LightningCLI):
 
 
 def cli_main(args: list[str] | None = None, interrupt: SaveOnInterrupt | None = None) -> GPTCLI:
-    return GPTCLI(
-        LitGPT,
-        GPTDataModule,
-        auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (main), not the whole usage
-        interrupt=interrupt,
-        args=args,
-    )
+    with ExitStack() as held:
+        return GPTCLI(
+            LitGPT,
+            GPTDataModule,
+            auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
+            seed_everything_default=1337,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=TRAINER_DEFAULTS,
+            parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (main), not the whole usage
+            interrupt=interrupt,
+            held=held,
+            args=args,
+        )
 
 
 def log_messages_of_gpt() -> None:
@@ -318,6 +342,8 @@ def log_messages_of_gpt() -> None:
 
 def main() -> None:
     log_messages_of_gpt()
+    # Lightning 2.6 calls a torch API that torch 2.13 deprecates: nothing a user can act on.
+    warnings.filterwarnings("ignore", message="`isinstance\\(treespec, LeafSpec\\)` is deprecated")
     interrupt = SaveOnInterrupt()
     try:
         exit_on_user_error(lambda: cli_main(interrupt=interrupt), (*USER_ERRORS, MisconfigurationException))

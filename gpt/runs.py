@@ -9,15 +9,32 @@ compare side by side in TensorBoard; a resumed run carries on in its own folder.
     --ckpt_path last    the newest last.ckpt of this experiment (the highest version_N that has one)
     --ckpt_path best    the best checkpoint of that same run
 
+One fit at a time writes a run folder: a new run claims its version_N by making the
+folder (two runs started at once never share one), and holds a lock on it (version_N/.lock)
+until the process ends, however it ends; a second fit resuming the same run is refused.
+
 Plain Python, no Lightning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not guarded there
+    fcntl = None
+
 LAST = "last.ckpt"
+LOCK = ".lock"
+
+
+class RunInUse(OSError):
+    """Another process is writing to this run folder."""
 
 
 def version_number(folder: Path) -> int | None:
@@ -57,3 +74,59 @@ def describe_missing(experiment: Path) -> str:
     if not runs:
         return f"there are no runs in {experiment}/ yet (is it the --config you trained with?)"
     return f"none of the {len(runs)} runs in {experiment}/ has checkpoints/{LAST} (they stopped before saving one)"
+
+
+def claim_new_run(experiment: Path) -> int:
+    """The next version N of the experiment, its folder made here and now: mkdir succeeds
+    for one process only, so two runs started at the same moment get different folders."""
+    experiment.mkdir(parents=True, exist_ok=True)
+    runs = run_folders(experiment)
+    version = version_number(runs[0]) + 1 if runs else 0
+    while True:
+        try:
+            (experiment / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+@contextlib.contextmanager
+def hold_run(folder: Path) -> Iterator[None]:
+    """Hold the run folder for this process: raises RunInUse when another process holds it.
+    The lock is the kernel's (flock), so a killed process never leaves a stale one. A run
+    that wrote nothing (it failed before training) leaves no folder behind."""
+    if fcntl is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)  # empty: the lock is the content
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunInUse(
+            f"{folder} is being written by another fit that is still running; wait for it to finish "
+            "(or stop it: it saves on SIGINT/SIGTERM), or start a new run without --ckpt_path"
+        ) from None
+    try:
+        yield
+    finally:
+        if [p.name for p in folder.iterdir()] == [LOCK]:  # the run stopped before writing anything
+            (folder / LOCK).unlink()
+            folder.rmdir()
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def new_run(experiment: Path) -> Iterator[int]:
+    """Claim the experiment's next version N and hold its folder; folders made for it that
+    are still empty at the end (the run failed before writing anything) are removed."""
+    made = [p for p in (experiment, *experiment.parents) if not p.exists()]  # deepest first
+    version = claim_new_run(experiment)
+    try:
+        with hold_run(experiment / f"version_{version}"):
+            yield version
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote to it
+                folder.rmdir()

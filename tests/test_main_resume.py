@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from gpt.optim import cosine_lr
+from gpt.runs import hold_run
 from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
 
 TAGS = ("train/loss", "val/loss", "lr-AdamW/decay")
@@ -210,6 +211,17 @@ def test_a_new_learning_rate_takes_effect_and_the_shape_cannot_change(tmp_path):
     lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
     assert lr[4] == pytest.approx(cosine_lr(4, 1e-3, 1e-4, 4, 14))  # before: the old rate
     assert [lr[s] for s in range(5, 14)] == pytest.approx([cosine_lr(s, 5e-4, 1e-4, 4, 14) for s in range(5, 14)])
+
+
+def test_one_fit_at_a_time_writes_a_run(tmp_path):
+    folder = workdir(tmp_path)
+    stopped_at_step(folder, 5)
+    with hold_run(folder / "lightning_logs" / "version_0"):  # as a fit still running would
+        second = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
+    assert_clean_error(second, "lightning_logs/version_0 is being written by another fit that is still running")
+    failed = main_here(*FIT, "--data.corpus", "missing.txt", cwd=folder)
+    assert_clean_error(failed, "corpus file 'missing.txt' does not exist")
+    assert sorted(p.name for p in (folder / "lightning_logs").iterdir()) == ["version_0"]  # no empty version_1
 
 
 def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(tmp_path):
