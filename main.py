@@ -31,7 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, TokenThroughputMonitor
+from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, TokenThroughputMonitor, ValidateAtTheEnd
 from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
 from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
 from gpt.datamodule import GPTDataModule
@@ -193,6 +193,13 @@ class GPTCLI(LightningCLI):
         self.check_architecture(config.model, checkpoint)
         if subcommand == "fit":
             self.note_changes(config.model, saved)
+            step, max_steps = checkpoint.get("global_step", 0), config.trainer.max_steps
+            if max_steps is not None and 0 <= max_steps <= step:
+                print(
+                    f"note: the checkpoint is at step {step} and --trainer.max_steps is {max_steps}: nothing to train "
+                    "(give a larger --trainer.max_steps to train on)",
+                    file=sys.stderr,
+                )
             version = run_of(path, experiment_dir(config))
             if version is not None and tensorboard(config) is not None:
                 # Carry on in the run's own folder, one curve in TensorBoard; what the run logged
@@ -297,14 +304,15 @@ class GPTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer, with what every run gets besides the callbacks a config names: the
         learning rate and tokens/s in TensorBoard (when there is a logger), for fit the
-        checkpoint callback (unless checkpointing is off) and a clean stop on SIGINT and
-        SIGTERM, and checkpoint files written atomically and read safely."""
+        checkpoint callback (unless checkpointing is off), a clean stop on SIGINT and
+        SIGTERM and a validation after the last step, and checkpoint files written
+        atomically and read safely."""
         trainer = self.config_init[self.subcommand]["trainer"]
         callbacks = list(trainer.get("callbacks") or [])
         if trainer.get("logger") not in (False, None):
             callbacks += [LearningRateMonitor(logging_interval="step"), TokenThroughputMonitor()]
         if self.subcommand == "fit":
-            callbacks.append(self.interrupt)
+            callbacks += [self.interrupt, ValidateAtTheEnd()]
             if trainer.get("enable_checkpointing") is not False:
                 callbacks.append(ModelCheckpoint(**self.config[self.subcommand]["checkpoint"].as_dict()))
         plugins = trainer.get("plugins") or []

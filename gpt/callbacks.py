@@ -131,6 +131,40 @@ class DropoutSchedule(Callback):
             pl_module.log("train/dropout", p)
 
 
+class ValidateAtTheEnd(Callback):
+    """Validate after the last training step, wherever it falls. Lightning validates every
+    val_check_interval steps only, so a run of 1000 steps validating every 300 would end with
+    its last 100 steps neither measured nor in last.ckpt. Asking to stop at the last step
+    (should_stop, as early stopping does) makes Lightning validate there, and the checkpoint
+    callback save."""
+
+    def __init__(self) -> None:
+        self._last_step: int | None = None  # set when this callback asked for the last validation
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        loop = trainer.fit_loop
+        last_step = 0 <= trainer.max_steps <= trainer.global_step
+        last_epoch = loop.max_epochs is not None and 0 <= loop.max_epochs <= trainer.current_epoch + 1
+        if last_step or (last_epoch and loop.epoch_loop.batch_progress.is_last_batch):
+            trainer.should_stop = True
+            self._last_step = trainer.global_step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._last_step == trainer.global_step and trainer.validating and not on_the_validation_grid(trainer):
+            # A checkpoint saved in a validation holds the loggers' step count from before the
+            # step is counted; resuming, Lightning counts it by passing over that validation
+            # again, but only at a step where validation is due by the interval. This one was
+            # not: count the step here, or a resumed run logs one step behind.
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
+
+
+def on_the_validation_grid(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates at this step by val_check_interval (as it decides when resuming)."""
+    loop = trainer.fit_loop.epoch_loop
+    batch = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else loop.batch_idx
+    return trainer.val_check_batch != float("inf") and (batch + 1) % trainer.val_check_batch == 0
+
+
 class SaveOnInterrupt(Callback):
     """Ctrl-C (SIGINT) or SIGTERM (a cluster scheduler, `docker stop`, a preempted machine)
     during fit: finish the current step (and its validation, if one is due), save it as

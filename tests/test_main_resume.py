@@ -224,9 +224,23 @@ def test_one_fit_at_a_time_writes_a_run(tmp_path):
     assert sorted(p.name for p in (folder / "lightning_logs").iterdir()) == ["version_0"]  # no empty version_1
 
 
+def test_the_last_step_is_validated_and_saved_wherever_it_falls(tmp_path):
+    folder, run = workdir(tmp_path), tmp_path / "lightning_logs" / "version_0"
+    assert main_here(*FIT, *DATA["windows"], cwd=folder).returncode == 0  # 14 steps, validating every 6
+    assert [step for step, _ in scalars(run, "val/loss")] == [5, 11, 13]  # TensorBoard's steps count from 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
+    more = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "17", cwd=folder)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert [step for step, _ in scalars(run, "train/loss")] == list(range(17))  # one value a step, none twice
+    assert [step for step, _ in scalars(run, "val/loss")] == [5, 11, 13, 16]
+
+
 def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(tmp_path):
     folder = workdir(tmp_path)
     assert run_main(*FIT, *DATA["windows"], cwd=folder).returncode == 0  # 14 steps: the cosine ends at min_lr
+    done = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "note: the checkpoint is at step 14 and --trainer.max_steps is 14: nothing to train" in done.stderr
     longer = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "18", cwd=folder)
     assert longer.returncode == 0, longer.stderr[-3000:]
     lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
