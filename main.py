@@ -348,8 +348,24 @@ def log_messages_of_gpt() -> None:
         logger.setLevel(logging.INFO)
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside training (predict, validate, test, preparing data): stop at
+    once. A BaseException, as KeyboardInterrupt is, so that nothing mistakes it for an error
+    to handle; Lightning passes it to the callbacks' on_exception (the JSON-lines writer drops
+    its unfinished file) and raises it on. Training handles signals itself (SaveOnInterrupt)."""
+
+
+def stop_on_signals() -> None:
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    for signum in SaveOnInterrupt.SIGNALS:
+        signal.signal(signum, stop)
+
+
 def main() -> None:
     log_messages_of_gpt()
+    stop_on_signals()
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates: nothing a user can act on.
     warnings.filterwarnings("ignore", message="`isinstance\\(treespec, LeafSpec\\)` is deprecated")
     interrupt = SaveOnInterrupt()
@@ -368,9 +384,12 @@ def main() -> None:
             name = signal.Signals(signum).name
             print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
         sys.exit(128 + signum)
-    except KeyboardInterrupt:  # Ctrl-C before training began (or after it ended)
-        print("error: interrupted before training began; nothing to save", file=sys.stderr)
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as e:  # a signal outside training
+        signum = e.args[0] if isinstance(e, Interrupted) else signal.SIGINT
+        subcommand = next((a for a in sys.argv[1:] if a in LightningCLI.subcommands()), "")
+        what = "fit stopped before training began; nothing to save" if subcommand == "fit" else f"{subcommand} stopped"
+        print(f"{signal.Signals(signum).name}: {what}", file=sys.stderr)
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -270,7 +270,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # object storage: fsspec's transaction is its atomic write
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(path) as f:
-            torch.save(checkpoint, f)
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as e:  # torch's zip writer hides a failed write (a full disk) behind its own error
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path)

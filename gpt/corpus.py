@@ -245,12 +245,14 @@ class Corpus:
         with atomic_write(path) as out, bar:
             for i, f in enumerate(files):
                 if i > 0:
-                    np.asarray([tokenizer.eot_id], dtype=dtype).tofile(out)  # documents joined by <|endoftext|>
+                    out.write(
+                        np.asarray([tokenizer.eot_id], dtype=dtype).tobytes()
+                    )  # documents joined by <|endoftext|>
                     n_tokens += 1
                 blocks = read_blocks(f)
                 while batch := list(itertools.islice(blocks, BATCH_BLOCKS)):
                     for ids in tokenizer.encode_batch(batch):
-                        np.asarray(ids, dtype=dtype).tofile(out)
+                        out.write(np.asarray(ids, dtype=dtype).tobytes())  # not tofile: its errors lack errno
                         n_tokens += len(ids)
                     bar.update(sum(len(b.encode("utf-8")) for b in batch))
         manifest = self.manifest(tokenizer, path) | {"tokens": n_tokens, "md5": md5_of(path)}

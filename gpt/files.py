@@ -11,6 +11,7 @@ Plain Python, no Lightning.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -34,8 +35,15 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it visible
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Say which file, and that the old one is intact: "[Errno 28] No space left on
+            # device" alone does not tell a user what to free or where to write instead.
+            raise OSError(
+                e.errno,
+                f"{e.strerror} while writing {path} (its previous version, if any, is untouched): free some space",
+            ) from e
         raise
 
 

@@ -1,6 +1,8 @@
 """gpt/callbacks.py: the dropout schedule and the JSON-lines prediction writer."""
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -116,6 +118,41 @@ def test_a_checkpoint_save_that_fails_midway_keeps_the_previous_one(tmp_path, mo
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 1  # the previous checkpoint, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # and no temporary file left
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = SafeCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    real_fdopen = os.fdopen
+
+    class FullDisk:  # takes 1,000 bytes, then the disk is full
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("gpt.files.os.fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    with pytest.raises(OSError) as raised:  # not torch's "unexpected pos" RuntimeError that hides it
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    assert raised.value.errno == errno.ENOSPC and str(path) in str(raised.value)
+    assert "No space left on device while writing" in str(raised.value)
+    assert io.load_checkpoint(path)["global_step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 def test_checkpoints_are_read_through_the_checks(tmp_path):

@@ -2,6 +2,7 @@
 JSON-lines writer, fill-mask, and the errors a user can cause."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,26 @@ def test_predict_streams_while_it_writes(trained, tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_predict_and_keeps_the_previous_output_file(trained, tmp_path, signum):
+    _, checkpoint, _, _ = trained
+    (tmp_path / "s.jsonl").write_text('{"kept": true}\n')
+    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
+    settings = "--data.prompt First --model.sampling.max_new_tokens 20000".split()
+    command = [sys.executable, str(ROOT / "main.py"), "predict", "--ckpt_path", str(checkpoint), *settings, *writer]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    try:
+        assert process.stdout.read(100).startswith(b"First")  # sampling has begun
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum
+    assert f"{signal.Signals(signum).name}: predict stopped" in stderr.decode() and b"Traceback" not in stderr
+    assert (tmp_path / "s.jsonl").read_text() == '{"kept": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]  # no temporary file, no run folder
 
 
 @pytest.mark.parametrize(
