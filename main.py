@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, TokenThroughputMonitor, ValidateAtTheEnd
+from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, SpeedMonitor, ValidateAtTheEnd
 from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
 from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
 from gpt.datamodule import GPTDataModule
@@ -39,11 +39,12 @@ from gpt.errors import USER_ERRORS, exit_on_user_error, one_line
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
 from gpt.runs import describe_missing, hold_run, new_run, newest_last, run_of
+from gpt.tensorboard import TensorBoardPictures
 
 TRAINER_DEFAULTS = {
     # TensorBoard under lightning_logs/<the config's name>/version_N (see run_name).
     "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "gpt.tensorboard.RunLogger",  # Lightning's TensorBoardLogger, without an `epoch` card
         "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
     },
     # Validate every val_check_interval optimizer steps, not once an epoch: an epoch of
@@ -112,7 +113,7 @@ def run_name(config) -> str:
 def tensorboard(config) -> Any:
     """The TensorBoardLogger section of the trainer's config, or None (another logger, or none)."""
     logger = config.trainer.logger
-    return logger if str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger") else None
+    return logger if str(getattr(logger, "class_path", "")).endswith(("TensorBoardLogger", "RunLogger")) else None
 
 
 def experiment_dir(config) -> Path:
@@ -135,6 +136,23 @@ def resume_command(argv: list[str]) -> str:
             continue
         args.append(arg)
     return shlex.join(["python", "main.py", *args, "--ckpt_path", "last"])
+
+
+def check_tokenizer_kind(argv: list[str], tokenizer: Any) -> None:
+    """Refuse `--data.tokenizer.kind char --data.tokenizer.vocab_size 512`: jsonargparse would
+    quietly take the kind whose settings fit (bpe) over the kind that was asked for."""
+    asked = None
+    for i, arg in enumerate(argv):
+        if arg == "--data.tokenizer.kind" and i + 1 < len(argv):
+            asked = argv[i + 1]
+        elif arg.startswith("--data.tokenizer.kind="):
+            asked = arg.partition("=")[2]
+    got = getattr(tokenizer, "kind", "char") if tokenizer is not None else "char"
+    if asked is not None and asked != got:
+        raise ValueError(
+            f"--data.tokenizer.kind {asked} was given with settings of kind {got}; "
+            "each kind takes only its own (char: none; tiktoken: encoding; bpe: vocab_size, pattern, path)"
+        )
 
 
 class GPTCLI(LightningCLI):
@@ -267,6 +285,7 @@ class GPTCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        check_tokenizer_kind(self.args if isinstance(self.args, list) else sys.argv[1:], config.data.tokenizer)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and ckpt_path not in ("hpc", "registry") and not config.data.tokenizer_from:
             # A checkpoint brings its own tokenizer: ids mean what they meant in training,
@@ -281,12 +300,13 @@ class GPTCLI(LightningCLI):
             config.trainer.enable_checkpointing = False  # only fit writes checkpoints
             # ... so the checkpoint callback's state, which Lightning warns is not restored, is not needed.
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks")
-        if self.subcommand == "predict":
-            # Predicting logs nothing: leave no empty run folder behind. The samples stream
-            # to stdout, so no progress bar there either.
+        if self.subcommand != "fit":
+            # Only fit makes a run: validate and test print their figures, predict its text, and
+            # none of them leaves a version_N folder that `--ckpt_path last` would take for a run.
             config.trainer.logger = False
-            config.trainer.enable_progress_bar = False
             self.save_config_callback = None
+        if self.subcommand == "predict":
+            config.trainer.enable_progress_bar = False  # the samples stream to stdout
 
     def hold_run_folder(self, config) -> None:
         """Claim this fit's version_N folder (a new run) or lock it (a resumed one): one
@@ -302,23 +322,37 @@ class GPTCLI(LightningCLI):
             self.held.enter_context(hold_run(experiment / folder))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        """The Trainer, with what every run gets besides the callbacks a config names: the
-        learning rate and tokens/s in TensorBoard (when there is a logger), for fit the
-        checkpoint callback (unless checkpointing is off), a clean stop on SIGINT and
-        SIGTERM and a validation after the last step, and checkpoint files written
-        atomically and read safely."""
+        """The Trainer, with what every run gets besides the callbacks a config names: for
+        fit the checkpoint callback (unless checkpointing is off), a clean stop on SIGINT and
+        SIGTERM, a validation after the last step, and with TensorBoard the speed, the
+        charts, samples and pictures; and checkpoint files written atomically and read safely."""
         trainer = self.config_init[self.subcommand]["trainer"]
         callbacks = list(trainer.get("callbacks") or [])
-        if trainer.get("logger") not in (False, None):
-            callbacks += [LearningRateMonitor(logging_interval="step"), TokenThroughputMonitor()]
         if self.subcommand == "fit":
             callbacks += [self.interrupt, ValidateAtTheEnd()]
+            if trainer.get("logger") not in (False, None):
+                data = dict(self.config[self.subcommand].data.items())  # flat: tokenizer.kind, ...
+                callbacks += [SpeedMonitor(), TensorBoardPictures(data)]
             if trainer.get("enable_checkpointing") is not False:
                 callbacks.append(ModelCheckpoint(**self.config[self.subcommand]["checkpoint"].as_dict()))
         plugins = trainer.get("plugins") or []
         plugins = [*plugins] if isinstance(plugins, list) else [plugins]
         plugins.append(SafeCheckpointIO())
         return super().instantiate_trainer(**kwargs, callbacks=callbacks, plugins=plugins)
+
+    def after_fit(self) -> None:
+        """Say where the checkpoints are and how to sample from them."""
+        callback = self.trainer.checkpoint_callback
+        if not self.trainer.is_global_zero or callback is None or not callback.last_model_path:
+            return
+        lines = []
+        if callback.best_model_path:
+            score = f"{callback.monitor} {float(callback.best_model_score):.4f}"
+            lines.append(f"best checkpoint ({score}): {callback.best_model_path}")
+        lines.append(f"last checkpoint: {callback.last_model_path}")
+        command = ["python", "main.py", "predict", "--ckpt_path", callback.last_model_path]
+        lines.append(f"sample from it: {shlex.join(command)} --model.sampling.max_new_tokens 500")
+        print("\n".join(lines), file=sys.stderr)
 
 
 def cli_main(args: list[str] | None = None, interrupt: SaveOnInterrupt | None = None) -> GPTCLI:
@@ -368,6 +402,8 @@ def main() -> None:
     stop_on_signals()
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates: nothing a user can act on.
     warnings.filterwarnings("ignore", message="`isinstance\\(treespec, LeafSpec\\)` is deprecated")
+    # Lightning advertises its cloud logger on every run: nothing to act on.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
     interrupt = SaveOnInterrupt()
     try:
         exit_on_user_error(lambda: cli_main(interrupt=interrupt), (*USER_ERRORS, MisconfigurationException))

@@ -28,19 +28,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.callbacks import TokenThroughputMonitor  # noqa: E402
-from gpt.config import FIELDS, GPTConfig  # noqa: E402
+from gpt.callbacks import SpeedMonitor  # noqa: E402
+from gpt.config import FIELDS, GPTConfig, tokenizer_config  # noqa: E402
 from gpt.datamodule import GPTDataModule  # noqa: E402
 from gpt.lit_module import LitGPT  # noqa: E402
 from gpt.model import build_model  # noqa: E402
 from gpt.optim import adamw, warmup_cosine  # noqa: E402
-from gpt.tokenizers import TokenizerConfig  # noqa: E402
 from main import TRAINER_DEFAULTS  # noqa: E402
 
 OPTIMIZER_ARGS = ("learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2")
@@ -50,7 +48,7 @@ def data(config: dict) -> GPTDataModule:
     """The config's data module, tokenized and split."""
     data_args = dict(config.get("data", {}), block_size=config["model"].get("block_size", 256))
     if "tokenizer" in data_args:
-        data_args["tokenizer"] = TokenizerConfig(**data_args["tokenizer"])
+        data_args["tokenizer"] = tokenizer_config(**data_args["tokenizer"])
     dm = GPTDataModule(**data_args)
     dm.prepare_data()
     dm.setup("fit")
@@ -124,7 +122,7 @@ def lightning_loop(config: dict, steps: int, warmup: int, seed: int = 1337) -> f
             log_every_n_steps=trainer_setting(config, "log_every_n_steps"),
             gradient_clip_val=trainer_setting(config, "gradient_clip_val"),
             logger=TensorBoardLogger(logdir),
-            callbacks=[LearningRateMonitor(logging_interval="step"), TokenThroughputMonitor(), timer],
+            callbacks=[SpeedMonitor(), timer],  # as main.py's fit, TensorBoard's pictures aside
         )
         trainer.fit(module, datamodule=dm)
     return timer.tokens / (timer.t1 - timer.t0)

@@ -21,8 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpt.config import tokenizer_config  # noqa: E402
 from gpt.datamodule import GPTDataModule  # noqa: E402
-from gpt.tokenizers import TokenizerConfig  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
     data = dict(config["data"])
-    data["tokenizer"] = TokenizerConfig(**data.get("tokenizer", {}))
+    data["tokenizer"] = tokenizer_config(**data.get("tokenizer", {}))
     if args.corpus:
         data["corpus"] = args.corpus
     dm = GPTDataModule(**data, block_size=config["model"]["block_size"], objective=config["model"]["objective"])

@@ -11,10 +11,10 @@ it is not imported here, so that `python -m gpt.hf` runs it as a fresh module.
 """
 
 from gpt.checkpoint import load_model
-from gpt.config import PRESETS, GPTConfig
+from gpt.config import PRESETS, GPTConfig, TokenizerConfig, tokenizer_config
 from gpt.generation import SamplingSettings, complete, generate
 from gpt.model import GPT, build_model
-from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer, TokenizerConfig
+from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
 
 __all__ = [
     "GPT",
@@ -27,6 +27,7 @@ __all__ = [
     "SamplingSettings",
     "Tokenizer",
     "TokenizerConfig",
+    "tokenizer_config",
     "CharTokenizer",
     "TiktokenTokenizer",
     "BPETokenizer",

@@ -1,4 +1,4 @@
-"""Lightning callbacks and plugins: tokens/s for token batches, a JSON-lines writer for
+"""Lightning callbacks and plugins: training speed (ms per step, tokens/s, MFU), a JSON-lines writer for
 predict, a dropout schedule, stopping cleanly on a signal, and checkpoint files written and
 read safely."""
 
@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +17,101 @@ import lightning as L
 import torch
 import torch.nn as nn
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, ThroughputMonitor
+from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gpt.checkpoint import load_checkpoint
 from gpt.files import atomic_write
+from gpt.report import matmul_peak_flops
 
 
-def _sequences(batch: Any) -> int:
-    return batch[0].size(0)
+def tokens_in(batch: Any) -> int:
+    """Tokens a training batch holds: (x, y) windows, or (x, y, attention_mask) padded examples."""
+    return int(batch[2].sum()) if len(batch) == 3 else batch[0].numel()
 
 
-def _tokens(batch: Any) -> int:
-    return batch[0].numel()
+def peak_flops(trainer: L.Trainer) -> float | None:
+    """FLOP/s one device can do at this precision: the datasheet's on a known GPU
+    (Lightning's table: A100, H100, H200, ...), a measured matmul on a CPU."""
+    device = trainer.strategy.root_device
+    precision = str(trainer.precision)
+    dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
+    if device.type == "cuda":
+        if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+            dtype = "tf32"
+        return get_available_flops(device, dtype)
+    return matmul_peak_flops(device, dtype) if device.type == "cpu" else None
 
 
-class TokenThroughputMonitor(ThroughputMonitor):
-    """Lightning's ThroughputMonitor for (x, y) batches of token ids.
+class SpeedMonitor(Callback):
+    """How fast training goes, as nanoGPT prints it, in TensorBoard every log_every_n_steps:
 
-    Logs `train|val/{device/,}{batches,samples,items}_per_sec` where samples are
-    sequences and items are tokens; on a GPU also `.../mfu` (LitGPT sets flops_per_batch).
-    Predict batches are prompts, not tokens, so predict is not measured.
+    train/ms_per_step     wall time of an optimizer step (validation excluded)
+    train/tokens_per_sec  tokens trained on per second, all devices together
+    train/tokens          tokens seen since the run began (padding not counted)
+    train/mfu             model FLOP utilisation: the model's FLOPs per second over what
+                          the devices can do (see peak_flops)
+
+    The token count is saved in checkpoints: a resumed run counts on from where it stopped.
     """
 
-    def __init__(self, window_size: int = 10, **kwargs: Any):
-        # Rates are averaged over the last window_size batches (Lightning's default: 100).
-        super().__init__(batch_size_fn=_sequences, length_fn=_tokens, window_size=window_size, **kwargs)
+    def __init__(self) -> None:
+        self.tokens = 0
+        self._window_start: float | None = None
+        self._window_tokens = 0
+        self._window_steps = 0
+        self._validating_since: float | None = None
+        self._last_step = -1
 
-    def on_predict_start(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens}
 
-    def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tokens = state["tokens"]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.peak = peak_flops(trainer)
+        model = getattr(pl_module, "model", None)
+        self.flops_per_token = model.flops_per_token() if hasattr(model, "flops_per_token") else None
+        self._last_step = trainer.global_step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._window_start is None:
+            self._window_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        n = tokens_in(batch)
+        if trainer.world_size > 1 and len(batch) == 3:  # padded examples: every rank has its own count
+            n = int(trainer.strategy.reduce(torch.tensor(n, device=pl_module.device), reduce_op="sum"))
+        elif trainer.world_size > 1:  # windows: every rank's batch has the same shape
+            n *= trainer.world_size
+        self.tokens += n
+        self._window_tokens += n
+        if trainer.global_step == self._last_step:
+            return  # accumulating gradients: the step is not over
+        self._window_steps += trainer.global_step - self._last_step
+        self._last_step = trainer.global_step
+        if trainer.global_step % max(1, trainer.log_every_n_steps):
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the step's kernels have run, not just been queued
+        seconds = time.perf_counter() - self._window_start
+        tokens_per_sec = self._window_tokens / seconds
+        pl_module.log("train/ms_per_step", 1000 * seconds / self._window_steps)
+        pl_module.log("train/tokens_per_sec", tokens_per_sec)
+        pl_module.log("train/tokens", float(self.tokens))
+        if self.peak and self.flops_per_token:
+            pl_module.log("train/mfu", self.flops_per_token * tokens_per_sec / (self.peak * trainer.world_size))
+        self._window_start, self._window_tokens, self._window_steps = time.perf_counter(), 0, 0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validating_since = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._window_start is not None and self._validating_since is not None:
+            self._window_start += time.perf_counter() - self._validating_since  # not training time
+        self._validating_since = None
 
 
 class JSONLinesWriter(BasePredictionWriter):

@@ -36,7 +36,11 @@ def check_checkpoint(path: str | Path) -> None:
         raise ValueError(f"{str(path)!r} is a folder, not a checkpoint; give a .ckpt file in it, e.g. {path}/last.ckpt")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path")
-    if not zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # an end record that claims several disks, say: damaged
+        is_zip = True  # ... and said so below, when the archive is opened
+    if not is_zip:
         raise ValueError(
             f"{str(path)!r} is not a PyTorch checkpoint (no zip archive in it: another kind of file, "
             "or a checkpoint cut short while copying); check the path"

@@ -2,7 +2,7 @@
 once into a token cache.
 
     corpus = Corpus("shakespeare", data_dir="data")    # or a .txt file, or a folder of them
-    tokenizer = corpus.tokenizer(TokenizerConfig(kind="char"))
+    tokenizer = corpus.tokenizer(tokenizer_config("char"))
     ids = corpus.ids(tokenizer)                         # np.memmap of uint16/uint32 ids
 
 A folder's .txt files (sorted by path, subfolders included) are documents, joined with
@@ -29,8 +29,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpt.bpe import SPLIT_PATTERNS
+from gpt.config import TokenizerConfig
 from gpt.files import atomic_write, md5_of, write_bytes, write_text
-from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer, TokenizerConfig
+from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 

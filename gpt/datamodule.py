@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpt.checkpoint import read_tokenizer
+from gpt.config import CharSettings, TokenizerConfig
 from gpt.corpus import Corpus
 from gpt.datasets import EvalWindows, PadBatch, ResumableSampler, TrainWindows, split_examples
 from gpt.prompts import prompt_items, read_prompts, unescape
-from gpt.tokenizers import MASK, PAD, Tokenizer, TokenizerConfig
+from gpt.tokenizers import MASK, PAD, Tokenizer
 
 
 def as_list(batch: list) -> list:
@@ -52,7 +53,7 @@ class GPTDataModule(L.LightningDataModule):
     def __init__(
         self,
         corpus: str = "shakespeare",
-        tokenizer: TokenizerConfig = TokenizerConfig(),
+        tokenizer: TokenizerConfig | None = None,
         data_dir: str = "data",
         block_size: int = 256,
         batch_size: int = 64,
@@ -72,8 +73,10 @@ class GPTDataModule(L.LightningDataModule):
             corpus: "shakespeare" (found under data_dir, else downloaded), the path of a
                 UTF-8 text file, or a folder whose .txt files (sorted by path, subfolders
                 included) are the documents, joined with <|endoftext|>.
-            tokenizer: Which tokenizer: characters, a tiktoken encoding, or a BPE trained on
-                the training split (saved under data_dir/tokenizers and reused).
+            tokenizer: Which tokenizer: {kind: char} (unset: the corpus's characters),
+                {kind: tiktoken, encoding: gpt2}, or {kind: bpe, vocab_size: 4096} trained on the
+                training split (saved under data_dir/tokenizers and reused). Each kind has only its
+                own settings.
             data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
             block_size: Tokens of context per training example (linked from model.block_size).
             batch_size: Examples per batch (per device).
@@ -115,7 +118,7 @@ class GPTDataModule(L.LightningDataModule):
         if prompt is not None and prompts_file is not None:
             raise ValueError("give data.prompt or data.prompts_file, not both")
         self.corpus = Corpus(corpus, data_dir)
-        self.tokenizer_config = tokenizer
+        self.tokenizer_config = tokenizer or CharSettings()
         self.block_size, self.batch_size, self.stride = block_size, batch_size, stride
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
         self.mode, self.objective = mode, objective

@@ -9,6 +9,7 @@ shows the traceback instead. Plain Python, no Lightning.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 def one_line(error: BaseException) -> str:
     """The message of an exception on one line (some libraries' messages span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
+    return tokenizer_choice(" ".join(str(error).split())) or type(error).__name__
+
+
+def tokenizer_choice(message: str) -> str:
+    """jsonargparse's message for a data.tokenizer that none of the kinds accepts lists every
+    kind's complaint; keep the one that says what is wrong (an unknown encoding, a vocabulary
+    too small), or say what each kind takes."""
+    if "Union subtypes" not in message or "CharSettings" not in message:
+        return message
+    ours = re.search(r"(unknown tiktoken encoding .*?|BPE vocab_size .*?)(?= - | Given value|$)", message)
+    if ours:
+        return f"data.tokenizer: {ours.group(1)}"
+    given = re.search(r"Given value: (.*)$", message)
+    return (
+        "data.tokenizer: kind must be char, tiktoken or bpe, each with only its own settings "
+        "(char: none; tiktoken: encoding; bpe: vocab_size, pattern, path)"
+        + (f"; got {given.group(1)}" if given else "")
+    )
 
 
 def exit_on_user_error(main: Callable[[], Any], errors: tuple[type[BaseException], ...] = USER_ERRORS) -> Any:

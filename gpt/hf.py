@@ -3,12 +3,13 @@
     model = from_hf("checkpoints/gpt2")             # a folder from the Hub, or a .safetensors file
     load_hf(model, "checkpoints/gpt2")              # into a model you built, shapes checked
     save_hf(model, "out/my-gpt")                    # GPT2LMHeadModel.from_pretrained("out/my-gpt")
-    python -m gpt.hf lightning_logs/.../last.ckpt out/my-gpt   # export a training checkpoint
+    python -m gpt.hf lightning_logs/.../last.ckpt out/my-gpt   # export a checkpoint and its tokenizer
 
 Hugging Face's GPT-2 has the same modules under the same names as ours (nanoGPT chose
 them so), with two differences: its four projection matrices are Conv1D weights stored
 (in, out), the transpose of nn.Linear's (out, in); and a tied LM head is not saved.
-Reading needs `safetensors` (or torch, for pytorch_model.bin), not `transformers`.
+Reading needs `safetensors` (or torch, for pytorch_model.bin), not `transformers`. The
+tokenizer is written by gpt.hf_tokenizer, for AutoTokenizer.from_pretrained.
 Plain torch, no Lightning.
 """
 
@@ -27,7 +28,9 @@ from gpt.checkpoint import load_model
 from gpt.config import GPTConfig
 from gpt.errors import exit_on_user_error
 from gpt.files import write_bytes, write_text
+from gpt.hf_tokenizer import save_hf_tokenizer
 from gpt.model import GPT
+from gpt.tokenizers import PAD, Tokenizer
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal masks that older files saved; not weights
@@ -195,8 +198,8 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def hf_config(config: GPTConfig, eos_token_id: int | None = None) -> dict[str, Any]:
-    """config.json for GPT2LMHeadModel."""
+def hf_config(config: GPTConfig, eos_token_id: int | None = None, pad_token_id: int | None = None) -> dict[str, Any]:
+    """config.json for GPT2LMHeadModel; <|endoftext|> begins and ends a text, as in GPT-2."""
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -215,19 +218,31 @@ def hf_config(config: GPTConfig, eos_token_id: int | None = None) -> dict[str, A
         "tie_word_embeddings": config.tie_weights,
         "bos_token_id": eos_token_id,
         "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
     }
 
 
-def save_hf(model: GPT, out_dir: str | Path, eos_token_id: int | None = None) -> Path:
+def save_hf(
+    model: GPT, out_dir: str | Path, eos_token_id: int | None = None, tokenizer: Tokenizer | None = None
+) -> Path:
     """Write model.safetensors and config.json that GPT2LMHeadModel.from_pretrained reads,
+    and with a tokenizer its files for AutoTokenizer (and its special ids in config.json),
     each atomically."""
     check_gpt2_layout(model.config)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"the output folder {str(out_dir)!r} is a file; give the name of a folder")
+    pad_token_id = None
+    if tokenizer is not None:
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}")
+        eos_token_id, pad_token_id = tokenizer.eot_id, tokenizer.special_tokens.get(PAD)
     tensors = {with_prefix(k): v.detach().cpu().contiguous() for k, v in hf_state_dict(model).items()}
     write_bytes(out_dir / "model.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"}))
-    write_text(out_dir / "config.json", json.dumps(hf_config(model.config, eos_token_id), indent=2) + "\n")
+    config = hf_config(model.config, eos_token_id, pad_token_id)
+    write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        save_hf_tokenizer(tokenizer, out_dir, model.config.block_size)
     return out_dir
 
 
@@ -236,7 +251,7 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
 
     Args:
         ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt).
-        out_dir: Folder for model.safetensors and config.json.
+        out_dir: Folder for model.safetensors, config.json and the tokenizer's files.
     """
     model, tokenizer = load_model(ckpt_path)
     if not isinstance(model, GPT):
@@ -246,8 +261,9 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
             f"{ckpt_path!r} is a masked language model (attention both ways); Hugging Face's GPT-2 attends to "
             "earlier tokens only, so it would compute something else: only causal checkpoints export"
         )
-    save_hf(model, out_dir, eos_token_id=tokenizer.eot_id if tokenizer is not None else None)
-    print(f"wrote {out_dir}/model.safetensors and config.json ({model.num_params():,} parameters)")
+    save_hf(model, out_dir, tokenizer=tokenizer)
+    written = "config.json" if tokenizer is None else "config.json and tokenizer.json"
+    print(f"wrote {out_dir}/model.safetensors, {written} ({model.num_params():,} parameters)")
 
 
 if __name__ == "__main__":

@@ -129,16 +129,20 @@ class Head(nn.Module):
         self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size, dtype=torch.bool)), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+    def attention_weights(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        """How much each position (row) takes from each earlier one (column): (B, T, T), rows sum to 1."""
         T = x.size(1)
-        q, k, v = self.query(x), self.key(x), self.value(x)  # (B, T, head_size) each
+        q, k = self.query(x), self.key(x)  # (B, T, head_size) each
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         # Scaled so that the scores have unit variance and softmax does not saturate.
         scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, T)
         scores = scores.masked_fill(~self.tril[:T, :T], float("-inf"))  # no peeking ahead
-        weights = self.dropout(F.softmax(scores, dim=-1))
-        return weights @ v  # (B, T, head_size)
+        return F.softmax(scores, dim=-1)
+
+    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        weights = self.dropout(self.attention_weights(x, rope))
+        return weights @ self.value(x)  # (B, T, head_size)
 
 
 class MultiHeadAttention(nn.Module):
@@ -153,6 +157,11 @@ class MultiHeadAttention(nn.Module):
         )
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+
+    def attention_weights(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        """Every head's attention weights, (B, n_head, T, T)."""
+        rope = ctx.rope if ctx is not None else None
+        return torch.stack([head.attention_weights(x, rope) for head in self.heads], dim=1)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
         rope = ctx.rope if ctx is not None else None
@@ -178,10 +187,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
-        """x (B, T, n_embd); ctx: made by the model once per forward (without one: causal
-        or not as the config says, no RoPE, no cache)."""
-        ctx = ctx or AttentionContext(is_causal=self.causal)
+    def qkv(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every head's queries, keys and values, (B, n_head, T, head_size) each, RoPE applied."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
@@ -190,12 +197,32 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if ctx.rope is not None:
             q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        """x (B, T, n_embd); ctx: made by the model once per forward (without one: causal
+        or not as the config says, no RoPE, no cache)."""
+        ctx = ctx or AttentionContext(is_causal=self.causal)
+        B, T, C = x.shape
+        q, k, v = self.qkv(x, ctx)
         if ctx.cache is not None:
             k, v = ctx.cache.append(self.layer_idx, k, v)  # this layer's keys and values so far
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, dropout_p=dropout_p, is_causal=ctx.is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
         return self.resid_dropout(self.c_proj(y))
+
+    def attention_weights(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
+        """What scaled_dot_product_attention computes before it takes the values, written
+        out: softmax(q k^T / sqrt(d)) with the same mask, (B, n_head, T, T). For looking at."""
+        ctx = ctx or AttentionContext(is_causal=self.causal)
+        q, k, _ = self.qkv(x, ctx)
+        scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5
+        T = x.size(1)
+        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() if ctx.is_causal else ctx.mask
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return F.softmax(scores, dim=-1)
 
 
 # ---- position-wise feed-forward networks and norms

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,7 +23,7 @@ from torchmetrics.text import Perplexity
 
 from gpt.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
 from gpt.config import GPTConfig
-from gpt.generation import SEPARATOR, SamplingSettings, complete, complete_many, start_ids
+from gpt.generation import SEPARATOR, SamplingSettings, complete_many
 from gpt.hf import load_hf
 from gpt.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
 from gpt.model import GPT, build_model
@@ -119,6 +118,9 @@ class LitGPT(L.LightningModule):
         self.restored_from_checkpoint = False  # then init_from must never overwrite the weights
         self.tokenizer: Tokenizer | None = None  # from the data module, or from the checkpoint
         self.chars_per_token: float | None = None  # of the validation text, from the data module
+        self.best_val_loss = math.inf  # of this run, across resumes (it is in the checkpoint)
+        # A batch of one full window for Lightning's model summary, which then counts FLOPs.
+        self.example_input_array = torch.zeros(1, self.config.block_size, dtype=torch.long)
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         # Bits per character: the loss in bits, spread over the characters a token stands
@@ -149,14 +151,25 @@ class LitGPT(L.LightningModule):
         inputs, targets, attention_mask = self.inputs_and_targets(batch)
         logits = self(inputs, attention_mask)
         loss = self.loss(logits, targets)
-        # self.log costs about a millisecond, several percent of a step of a small model on a
-        # CPU: call it only on the steps the logger writes (every log_every_n_steps).
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+        if self.logs_this_step():
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])  # every group has the same rate
             if self.masked:
                 self.train_acc(logits.detach().flatten(0, 1), targets.flatten())
                 self.log("train/acc", self.train_acc)
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether the logger writes this step (every log_every_n_steps): self.log costs about a
+        millisecond, several percent of a step of a small model on a CPU."""
+        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before clipping (Lightning clips after this hook): the norm clipping acts on. Spikes
+        # here come before spikes in the loss.
+        if self.logs_this_step():
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
 
     def on_validation_epoch_start(self) -> None:
         # The same tokens hidden at every validation, in every run with this seed: val
@@ -190,17 +203,10 @@ class LitGPT(L.LightningModule):
         self.evaluate(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        # A short sample in TensorBoard at every validation: watch the text take shape.
-        if self.trainer.sanity_checking or not self.hparams.val_sample_tokens or self.tokenizer is None or self.masked:
-            return
-        if not self.trainer.is_global_zero or not isinstance(self.logger, TensorBoardLogger):
-            return
-        settings = SamplingSettings(max_new_tokens=self.hparams.val_sample_tokens, temperature=0.8, stop_at_eot=False)
-        generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
-        (result,) = complete(self.model, self.tokenizer, [None], settings, generator)
-        text = start_ids(self.tokenizer, None)[1] + result.text
-        # Indent four spaces: TensorBoard renders text as Markdown, and this keeps it verbatim.
-        self.logger.experiment.add_text("val/sample", "    " + text.replace("\n", "\n    "), self.global_step)
+        # The lowest validation loss of the run so far, for HPARAMS' table (val/loss is the last).
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.best_val_loss = min(self.best_val_loss, float(self.val_loss.compute()))
+            self.log("val/best_loss", self.best_val_loss)
 
     # ---- optimisation
 
@@ -244,9 +250,11 @@ class LitGPT(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer.state_dict()
         # Every rank's random state (dropout, masking): a resumed run draws the same numbers.
         checkpoint["rng_states"] = gather_from_ranks(rng_state())
+        checkpoint["best_val_loss"] = self.best_val_loss
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored_from_checkpoint = True
+        self.best_val_loss = checkpoint.get("best_val_loss", math.inf)
         states = checkpoint.get("rng_states")
         if states and self._trainer is not None and self.trainer.state.fn == "fit":
             set_rng_state(states[self.trainer.global_rank % len(states)])

@@ -12,6 +12,7 @@ in a moment. Plain torch and jsonargparse, no Lightning.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 from jsonargparse import ArgumentParser
@@ -58,6 +59,32 @@ def report(config: GPTConfig) -> dict[str, dict[str, int]]:
         memory |= {f"training {precision}": b * n for precision, b in TRAIN_BYTES.items()}
         out[name] = counts | memory
     return out
+
+
+_measured: dict[tuple[str, torch.dtype], float] = {}
+
+
+def matmul_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a large square matmul on this device, measured (best of 4, about half a
+    second on 2 CPU cores, once per process): the ceiling that MFU is a share of where no
+    datasheet figure applies, as on a CPU. Smaller matmuls run slower (on 2 cores: 1024 at
+    about 75% of 2048's rate), so this is the most a model's matmuls could reach."""
+    device = torch.device(device)
+    key = (str(device), dtype)
+    if key not in _measured:
+        n = 2048
+        # Its own generator: measuring must not move the global random state a run resumes from.
+        generator = torch.Generator(device).manual_seed(0)
+        a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=generator) for _ in range(2))
+        best = float("inf")
+        for _ in range(4):
+            start = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        _measured[key] = 2 * n**3 / best
+    return _measured[key]
 
 
 def human_bytes(n: int) -> str:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Set
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,33 +314,6 @@ class BPETokenizer(TiktokenBacked):
 
 
 # --------------------------------------------------------------------------- choice and state
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """Which tokenizer to use: the `data.tokenizer` section of a config.
-
-    Args:
-        kind: "char" (the corpus's characters), "tiktoken" (a published BPE, see
-            `encoding`), or "bpe" (a byte-level BPE trained on the training split).
-        encoding: tiktoken's encoding name, for kind "tiktoken": gpt2, cl100k_base,
-            o200k_base, ... (gpt2 is loaded from r50k_base: the same ids).
-        vocab_size: Tokens of the trained BPE, including 256 bytes and 3 special tokens.
-        pattern: Pre-split regex of the trained BPE: "gpt2" or "gpt4".
-        path: A BPE file saved by BPETokenizer.save to use instead of training one.
-    """
-
-    kind: Literal["char", "tiktoken", "bpe"] = "char"
-    encoding: str = "gpt2"
-    vocab_size: int = 4096
-    pattern: Literal["gpt2", "gpt4"] = "gpt4"
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind == "bpe" and self.path is None:
-            check_bpe_vocab_size(self.vocab_size, len(SPECIAL_TOKENS))
-        if self.kind == "tiktoken":
-            check_tiktoken_name(self.encoding)
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from helpers import LINES_TEXT, ROOT, fit_args, run_main, shakespeare_file
 
@@ -10,6 +11,12 @@ from helpers import LINES_TEXT, ROOT, fit_args, run_main, shakespeare_file
 _SHARED_TIKTOKEN = ROOT.parent / "shared" / "tiktoken-cache"
 if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_TIKTOKEN)
+
+# Property tests draw the same examples in every run (CI passes or fails for the code, not
+# the draw); HYPOTHESIS_PROFILE=explore draws new ones, as when hunting for bugs.
+settings.register_profile("seeded", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What several test files share: small corpora, Tiny Shakespeare, running the CLI."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     argv, cwd_before, traceback = sys.argv, Path.cwd(), os.environ.pop("GPT_TRACEBACK", None)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}  # main() sets them
     try:
         os.chdir(cwd)
         sys.argv = ["main.py", *args]
@@ -87,6 +89,8 @@ def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
         os.chdir(cwd_before)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         if traceback is not None:
             os.environ["GPT_TRACEBACK"] = traceback
     return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())

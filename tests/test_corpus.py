@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 import gpt.corpus as corpus_module
 from gpt.bpe import SPLIT_PATTERNS
+from gpt.config import tokenizer_config
 from gpt.corpus import Corpus, read_blocks, safe_cut
-from gpt.tokenizers import ENDOFTEXT, BPETokenizer, TiktokenTokenizer, TokenizerConfig
+from gpt.tokenizers import ENDOFTEXT, BPETokenizer, TiktokenTokenizer
 
-BPE_300 = TokenizerConfig(kind="bpe", vocab_size=300)
+BPE_300 = tokenizer_config("bpe", vocab_size=300)
 
 
 def make_corpus(tmp_path, path) -> Corpus:
@@ -108,7 +109,7 @@ def test_corpus_is_encoded_in_batches_of_blocks(tmp_path, shakespeare, monkeypat
     monkeypatch.setattr(corpus_module, "BLOCK_CHARS", 20_000)
     monkeypatch.setattr(corpus_module, "BATCH_BLOCKS", 4)
     corpus = make_corpus(tmp_path, shakespeare)
-    tok = corpus.tokenizer(TokenizerConfig())
+    tok = corpus.tokenizer(tokenizer_config())
     batches = []
     encode_batch = tok.encode_batch
     monkeypatch.setattr(tok, "encode_batch", lambda texts: batches.append(len(texts)) or encode_batch(texts))
@@ -122,7 +123,7 @@ def test_corpus_is_encoded_in_batches_of_blocks(tmp_path, shakespeare, monkeypat
 
 def test_ids_are_cached_and_reused(tmp_path, small_corpus, monkeypatch):
     corpus = make_corpus(tmp_path, small_corpus)
-    tok = corpus.tokenizer(TokenizerConfig())
+    tok = corpus.tokenizer(tokenizer_config())
     path = corpus.encode(tok)
     assert path.is_file() and path.stat().st_size == 2 * len(small_corpus.read_text())
     assert tok.decode(cached_ids(corpus, tok).tolist()) == small_corpus.read_text()
@@ -133,20 +134,20 @@ def test_ids_are_cached_and_reused(tmp_path, small_corpus, monkeypatch):
     again = make_corpus(tmp_path, small_corpus)
     monkeypatch.setattr(type(tok), "encode", fail)
     monkeypatch.setattr(type(tok), "encode_batch", fail)
-    assert again.encode(again.tokenizer(TokenizerConfig())) == path
+    assert again.encode(again.tokenizer(tokenizer_config())) == path
 
 
 def test_cache_key_follows_corpus_content(tmp_path, small_corpus):
     corpus = make_corpus(tmp_path, small_corpus)
-    before = corpus.ids_path(corpus.tokenizer(TokenizerConfig()))
+    before = corpus.ids_path(corpus.tokenizer(tokenizer_config()))
     small_corpus.write_text(small_corpus.read_text() + "More text.\n")
     after = make_corpus(tmp_path, small_corpus)
-    assert after.ids_path(after.tokenizer(TokenizerConfig())) != before
+    assert after.ids_path(after.tokenizer(tokenizer_config())) != before
 
 
 def test_ids_are_uint32_when_the_vocabulary_needs_it(tmp_path, small_corpus):
     corpus = make_corpus(tmp_path, small_corpus)
-    tok = corpus.tokenizer(TokenizerConfig(kind="tiktoken", encoding="cl100k_base"))
+    tok = corpus.tokenizer(tokenizer_config("tiktoken", encoding="cl100k_base"))
     assert corpus.ids_path(tok).suffix == ".uint32"
     assert cached_ids(corpus, tok).tolist() == tok.encode(small_corpus.read_text())
     assert corpus.ids(tok).dtype == np.uint32
@@ -154,25 +155,25 @@ def test_ids_are_uint32_when_the_vocabulary_needs_it(tmp_path, small_corpus):
 
 def test_char_ids_are_uint16(tmp_path, small_corpus):
     corpus = make_corpus(tmp_path, small_corpus)
-    tok = corpus.tokenizer(TokenizerConfig())
+    tok = corpus.tokenizer(tokenizer_config())
     assert corpus.ids_path(tok).suffix == ".uint16" and corpus.ids(tok).dtype == np.uint16
 
 
 def test_cache_key_follows_the_tokenizer(tmp_path, small_corpus):
     corpus = make_corpus(tmp_path, small_corpus)
     configs = [
-        TokenizerConfig(),
-        TokenizerConfig(kind="tiktoken"),
-        TokenizerConfig(kind="tiktoken", encoding="cl100k_base"),
+        tokenizer_config(),
+        tokenizer_config("tiktoken"),
+        tokenizer_config("tiktoken", encoding="cl100k_base"),
         BPE_300,
-        TokenizerConfig(kind="bpe", vocab_size=310),
-        TokenizerConfig(kind="bpe", vocab_size=300, pattern="gpt2"),
+        tokenizer_config("bpe", vocab_size=310),
+        tokenizer_config("bpe", vocab_size=300, pattern="gpt2"),
     ]
     assert len({corpus.ids_path(corpus.tokenizer(config)) for config in configs}) == 6
 
 
 def test_changed_corpus_is_encoded_again_never_read_stale(tmp_path, small_corpus):
-    for config in (TokenizerConfig(), BPE_300):
+    for config in (tokenizer_config(), BPE_300):
         before = make_corpus(tmp_path, small_corpus)
         before_tok = before.tokenizer(config)
         before_ids = cached_ids(before, before_tok)
@@ -188,9 +189,9 @@ def test_changed_corpus_is_encoded_again_never_read_stale(tmp_path, small_corpus
 def test_tiny_shakespeare_has_the_ids_of_nanogpt(tmp_path, shakespeare, monkeypatch):
     monkeypatch.setattr(corpus_module, "BLOCK_CHARS", 50_000)  # many batches of blocks
     corpus = make_corpus(tmp_path, shakespeare)
-    chars = corpus.tokenizer(TokenizerConfig())
+    chars = corpus.tokenizer(tokenizer_config())
     assert chars.vocab_size == 65 and len(corpus.ids(chars)) == 1_115_394
-    gpt2 = corpus.tokenizer(TokenizerConfig(kind="tiktoken"))
+    gpt2 = corpus.tokenizer(tokenizer_config("tiktoken"))
     ids = corpus.ids(gpt2)
     # nanoGPT's data/shakespeare/prepare.py: 301,966 train + 36,059 val tokens
     assert len(ids) == 338_025 and corpus.ids_path(gpt2).suffix == ".uint16"
@@ -215,26 +216,26 @@ def test_bpe_is_trained_on_the_training_split_saved_and_reused(tmp_path, small_c
     again = make_corpus(tmp_path, small_corpus).tokenizer(BPE_300, val_fraction=0.1)
     assert again.merges == tok.merges
     # A saved BPE can also be named directly: the same tokenizer, so the same cache.
-    named = corpus.tokenizer(TokenizerConfig(kind="bpe", path=str(corpus.bpe_path(BPE_300, 0.1))))
+    named = corpus.tokenizer(tokenizer_config("bpe", path=str(corpus.bpe_path(BPE_300, 0.1))))
     assert named.merges == tok.merges and corpus.ids_path(named) == corpus.ids_path(again)
 
 
 def test_bpe_uses_the_pattern_it_names(tmp_path, small_corpus):
-    tok = make_corpus(tmp_path, small_corpus).tokenizer(TokenizerConfig(kind="bpe", vocab_size=300, pattern="gpt2"))
+    tok = make_corpus(tmp_path, small_corpus).tokenizer(tokenizer_config("bpe", vocab_size=300, pattern="gpt2"))
     assert tok.pattern == SPLIT_PATTERNS["gpt2"]
 
 
 def test_char_tokenizer_gains_the_special_tokens_asked_for(tmp_path, small_corpus):
     corpus = make_corpus(tmp_path, small_corpus)
     n_chars = len(set(small_corpus.read_text()))
-    tok = corpus.tokenizer(TokenizerConfig(), special=("<|pad|>", "<|mask|>"))
+    tok = corpus.tokenizer(tokenizer_config(), special=("<|pad|>", "<|mask|>"))
     assert tok.special_tokens == {"<|pad|>": n_chars, "<|mask|>": n_chars + 1}
 
 
 def test_empty_corpus_is_refused(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty.txt' is empty"):
-        make_corpus(tmp_path, tmp_path / "empty.txt").tokenizer(TokenizerConfig())
+        make_corpus(tmp_path, tmp_path / "empty.txt").tokenizer(tokenizer_config())
 
 
 @pytest.fixture
@@ -248,7 +249,7 @@ def folder_corpus(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("config", [TokenizerConfig(), TokenizerConfig(kind="tiktoken")], ids=["char", "gpt2"])
+@pytest.mark.parametrize("config", [tokenizer_config(), tokenizer_config("tiktoken")], ids=["char", "gpt2"])
 def test_folder_documents_are_joined_with_endoftext(tmp_path, folder_corpus, config):
     corpus = make_corpus(tmp_path, folder_corpus)
     tok = corpus.tokenizer(config)
@@ -269,7 +270,7 @@ def test_folder_documents_are_joined_with_endoftext(tmp_path, folder_corpus, con
 @pytest.mark.parametrize("damage", ["cut short", "zeroed", "random bytes", "another corpus's", "no manifest"])
 def test_a_damaged_token_cache_is_encoded_again_with_a_warning(tmp_path, small_corpus, damage, caplog):
     corpus = make_corpus(tmp_path, small_corpus)
-    tok = corpus.tokenizer(TokenizerConfig())
+    tok = corpus.tokenizer(tokenizer_config())
     path = corpus.encode(tok)
     good = path.read_bytes()
     if damage == "cut short":
@@ -282,25 +283,27 @@ def test_a_damaged_token_cache_is_encoded_again_with_a_warning(tmp_path, small_c
         other = tmp_path / "other.txt"
         other.write_text(small_corpus.read_text()[::-1])
         other_corpus = make_corpus(tmp_path, other)
-        path.write_bytes(other_corpus.encode(other_corpus.tokenizer(TokenizerConfig())).read_bytes())
+        path.write_bytes(other_corpus.encode(other_corpus.tokenizer(tokenizer_config())).read_bytes())
     else:
         corpus_module.manifest_path(path).unlink()
     again = make_corpus(tmp_path, small_corpus)  # a new run opens the cache
     with caplog.at_level("WARNING", logger="gpt.corpus"):
-        ids = again.ids(again.tokenizer(TokenizerConfig()))
+        ids = again.ids(again.tokenizer(tokenizer_config()))
     assert "warning: the token cache" in caplog.text and "encoding the corpus again" in caplog.text
     assert tok.decode(ids.tolist()) == small_corpus.read_text() and path.read_bytes() == good
 
 
 def test_a_sound_cache_is_read_without_a_word(tmp_path, small_corpus, caplog):
     corpus = make_corpus(tmp_path, small_corpus)
-    corpus.encode(corpus.tokenizer(TokenizerConfig()))
-    manifest = json.loads(corpus_module.manifest_path(corpus.ids_path(corpus.tokenizer(TokenizerConfig()))).read_text())
+    corpus.encode(corpus.tokenizer(tokenizer_config()))
+    manifest = json.loads(
+        corpus_module.manifest_path(corpus.ids_path(corpus.tokenizer(tokenizer_config()))).read_text()
+    )
     assert manifest["tokens"] == len(small_corpus.read_text()) and manifest["dtype"] == "uint16"
     caplog.clear()  # the first encoding's INFO line, captured when an earlier test turned gpt's messages on
     with caplog.at_level("WARNING", logger="gpt.corpus"):
         again = make_corpus(tmp_path, small_corpus)
-        again.ids(again.tokenizer(TokenizerConfig()))
+        again.ids(again.tokenizer(tokenizer_config()))
     assert caplog.text == ""
 
 
@@ -312,7 +315,7 @@ def test_a_damaged_trained_bpe_is_trained_again(tmp_path, small_corpus, caplog):
     with caplog.at_level("WARNING", logger="gpt.corpus"):
         again = make_corpus(tmp_path, small_corpus).tokenizer(BPE_300)
     assert "training the BPE again" in caplog.text and again.merges == trained.merges
-    named = TokenizerConfig(kind="bpe", path=str(tmp_path / "nope.json"))
+    named = tokenizer_config("bpe", path=str(tmp_path / "nope.json"))
     with pytest.raises(FileNotFoundError, match="BPE tokenizer file .*nope.json' does not exist"):
         corpus.tokenizer(named)  # a file the user names is never replaced
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from gpt.config import tokenizer_config
 from gpt.datamodule import GPTDataModule
 from gpt.masking import IGNORE_INDEX
-from gpt.tokenizers import MASK, PAD, TokenizerConfig
+from gpt.tokenizers import MASK, PAD
 from helpers import FIXTURES, LINES_TEXT, SPEECHES_TEXT
 
 
@@ -93,7 +94,7 @@ def test_tiny_shakespeare_split_matches_nanogpt(tmp_path, shakespeare):
 
 
 def test_gpt2_split_and_characters_per_token(tmp_path, shakespeare):
-    dm = make_dm(tmp_path, shakespeare, tokenizer=TokenizerConfig(kind="tiktoken"))
+    dm = make_dm(tmp_path, shakespeare, tokenizer=tokenizer_config("tiktoken"))
     dm.setup("fit")
     # nanoGPT's data/shakespeare/prepare.py: 301,966 train + 36,059 val tokens
     assert len(dm.train_ids) + len(dm.val_ids) == 338_025 and dm.vocab_size == 50257
@@ -135,11 +136,11 @@ def test_lines_mode_and_masked_examples_keep_block_size_tokens(tmp_path, speeche
     "kwargs, message",
     [
         (
-            dict(objective="masked", tokenizer=TokenizerConfig(kind="tiktoken", encoding="gpt2")),
+            dict(objective="masked", tokenizer=tokenizer_config("tiktoken", encoding="gpt2")),
             "objective masked needs a <|mask|> token",
         ),
         (
-            dict(mode="paragraphs", tokenizer=TokenizerConfig(kind="tiktoken", encoding="gpt2")),
+            dict(mode="paragraphs", tokenizer=tokenizer_config("tiktoken", encoding="gpt2")),
             "data.mode paragraphs needs a <|pad|> token",
         ),
     ],
@@ -150,7 +151,7 @@ def test_tokenizers_without_the_special_tokens_are_refused(tmp_path, speeches, k
 
 
 def test_a_trained_bpe_serves_masked_paragraphs(tmp_path, speeches):
-    bpe = TokenizerConfig(kind="bpe", vocab_size=300)
+    bpe = tokenizer_config("bpe", vocab_size=300)
     dm = make_dm(tmp_path, speeches, mode="paragraphs", objective="masked", tokenizer=bpe)
     assert dm.vocab_size == 300 and {PAD, MASK} <= set(dm.tokenizer.special_tokens)
 

@@ -18,6 +18,7 @@ from gpt.lit_module import LitGPT
 from gpt.optim import cosine_lr
 from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars
 
+SAMPLE_500 = ["--model.sampling.max_new_tokens", "500"]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
 
 
@@ -48,9 +49,12 @@ def test_fit_logs_scalars_and_samples_to_tensorboard(trained):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in "train/loss val/loss val/ppl lr-AdamW/decay lr-AdamW/no_decay train/device/items_per_sec".split():
+    for tag in "train/loss val/loss val/ppl train/lr train/tokens_per_sec".split():
         assert tag in tags, f"{tag} not in {sorted(tags)}"
-    lr = scalars(run_dir, "lr-AdamW/decay")
+    assert "epoch" not in tags and not any(
+        tag.startswith(("lr-", "validate/")) for tag in tags
+    )  # no flat or twin cards
+    lr = scalars(run_dir, "train/lr")
     assert [step for step, _ in lr] == [1, 3, 5, 7, 9, 11]  # every log_every_n_steps=2
     # warmup over 4 steps, then cosine down to min_lr at max_steps=12
     assert [v for _, v in lr] == pytest.approx([cosine_lr(s, 1e-3, 1e-4, 4, 12) for s, _ in lr])
@@ -59,8 +63,11 @@ def test_fit_logs_scalars_and_samples_to_tensorboard(trained):
     assert scalars(run_dir, "val/ppl")[-1][1] == pytest.approx(math.exp(val_loss[-1][1]), rel=1e-4)
     samples = events.Tensors("val/sample/text_summary")
     assert len(samples) == 2
-    text = samples[-1].tensor_proto.string_val[0].decode()
-    assert len(text.replace("\n    ", "\n")) == 4 + 1 + 40  # indent + "\n" prompt + 40 tokens
+    about, body = samples[-1].tensor_proto.string_val[0].decode().split("\n\n", 1)
+    settings = "temperature 0.8, 40 tokens, seed 1337"
+    assert about == f"after 12 steps · prompt '\\n' (none given: the text starts after it) · {settings}"
+    text = body.removeprefix("    ").replace("\n    ", "\n")  # Markdown's verbatim indent
+    assert 30 < len(text) <= 40 and not text.startswith("\n")  # 40 characters, less any leading newline
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
@@ -77,6 +84,7 @@ def test_validate_and_test_from_a_checkpoint_print_the_logged_validation_loss(tr
     (step, logged), *_ = reversed(scalars(run_dir, "val/loss"))
     assert step == 11  # the validation after the last step, whose weights last.ckpt holds
     assert printed == pytest.approx(logged, abs=1e-6)
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["version_0"]  # no run folder of its own
 
 
 @pytest.mark.slow  # several processes
@@ -115,6 +123,17 @@ def test_runs_of_a_config_go_to_a_folder_named_after_it(small_corpus, tmp_path):
     val_loss = scalars(run_dir, "val/loss")[-1][1]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", f"step2-val{val_loss:.3f}.ckpt"]
     assert (run_dir / "config.yaml").is_file() and (run_dir / "hparams.yaml").is_file()
+    # The end of fit says where the checkpoints are and how to sample from them; that command works.
+    folder = run_dir.relative_to(tmp_path) / "checkpoints"
+    best, last = str(folder / f"step2-val{val_loss:.3f}.ckpt"), str(folder / "last.ckpt")
+    said = result.stderr.splitlines()[-3:]
+    assert said[0] == f"best checkpoint (val/loss {val_loss:.4f}): {best}"
+    assert said[1] == f"last checkpoint: {last}"
+    command = said[2].removeprefix("sample from it: ")
+    assert command.split() == ["python", "main.py", "predict", "--ckpt_path", last, *SAMPLE_500]
+    sample = main_here(*command.split()[2:], "--model.sampling.max_new_tokens", "5", cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    assert len(sample.stdout.split("\n" + "-" * 40)[0]) == 1 + 5  # the newline it starts after, 5 characters
 
 
 @pytest.mark.parametrize("off", ["--trainer.logger=false", "--trainer.enable_checkpointing=false"])
@@ -181,6 +200,46 @@ def test_every_model_and_sampling_setting_is_documented_in_help_and_settable(tmp
     assert model["sampling"]["top_k"] == 7 and model["sampling"]["stop"] == ["\n\n", "ROMEO:"]
 
 
+@pytest.mark.parametrize(
+    "args, shown",
+    [
+        (
+            ["--config", "configs/shakespeare_bpe.yaml"],
+            {"kind": "bpe", "vocab_size": 4096, "pattern": "gpt4"},
+        ),
+        (["--config", "configs/shakespeare_gpt2.yaml"], {"kind": "tiktoken", "encoding": "gpt2"}),
+        (["--config", "configs/shakespeare_bpe.yaml", "--data.tokenizer.kind", "char"], {"kind": "char"}),
+        (["--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "cl100k_base"], None),
+    ],
+)
+def test_print_config_shows_only_the_settings_of_the_tokenizer_kind(tmp_path, args, shown):
+    args = [str(ROOT / a) if a.startswith("configs/") else a for a in args]
+    result = main_here("fit", *args, "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = shown or {"kind": "tiktoken", "encoding": "cl100k_base"}
+    tokenizer = yaml.safe_load(result.stdout)["data"]["tokenizer"]
+    assert {k: v for k, v in tokenizer.items() if v is not None} == expected  # bpe's path: null
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data.tokenizer.kind", "nope"], "error: data.tokenizer: kind must be char, tiktoken or bpe"),
+        (
+            ["--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt5"],
+            "unknown tiktoken encoding 'gpt5'",
+        ),
+        (
+            ["--data.tokenizer.kind", "char", "--data.tokenizer.vocab_size", "512"],
+            "error: --data.tokenizer.kind char was given with settings of kind bpe",
+        ),
+    ],
+)
+def test_a_tokenizer_setting_of_another_kind_is_refused(tmp_path, args, message):
+    result = main_here("fit", *args, cwd=tmp_path)
+    assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_print_config_shows_the_shared_defaults_the_configs_leave_out(tmp_path):
     result = run_main(
         "fit", "--config", str(ROOT / "configs" / "shakespeare_char.yaml"), "--print_config", cwd=tmp_path
@@ -189,8 +248,8 @@ def test_print_config_shows_the_shared_defaults_the_configs_leave_out(tmp_path):
     assert "preset: baby" in result.stdout and "n_layer: null" in result.stdout  # the preset's, at instantiation
     config = yaml.safe_load(result.stdout)
     assert "vocab_size" not in config["model"]  # linked from the data's tokenizer, never typed
-    assert config["data"]["tokenizer"]["kind"] == "char"
-    assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
+    assert config["data"]["tokenizer"] is None  # unset: the corpus's characters
+    assert config["trainer"]["logger"]["class_path"] == "gpt.tensorboard.RunLogger"
     assert config["trainer"]["gradient_clip_val"] == 1.0 and config["trainer"]["check_val_every_n_epoch"] is None
     assert config["checkpoint"]["monitor"] == "val/loss" and config["checkpoint"]["save_last"] is True
 
@@ -362,9 +421,9 @@ def test_damaged_or_unsafe_checkpoints_are_refused_by_name(trained, tmp_path, ho
 
 def test_error_bad_tokenizer_settings(tmp_path):
     result = main_here("fit", "--data.tokenizer.kind", "tiktoken", "--data.tokenizer.encoding", "gpt5", cwd=tmp_path)
-    assert_clean_error(result, "error: unknown tiktoken encoding 'gpt5'; known encodings: gpt2, r50k_base")
+    assert_clean_error(result, "error: data.tokenizer: unknown tiktoken encoding 'gpt5'; known encodings: gpt2")
     result = main_here("fit", "--data.tokenizer.kind", "bpe", "--data.tokenizer.vocab_size", "200", cwd=tmp_path)
-    assert_clean_error(result, "error: BPE vocab_size 200 is too small")
+    assert_clean_error(result, "error: data.tokenizer: BPE vocab_size 200 is too small")
 
 
 @pytest.mark.parametrize(

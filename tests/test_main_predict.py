@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpt.tokenizers import MASK
-from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, read_jsonl, run_main, samples
+from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, read_jsonl, run_main, samples, scalars
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
 
@@ -232,11 +232,15 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
     speeches.write_text(SPEECHES_TEXT)
     settings = (
         "--data.mode paragraphs --model.objective masked --model.n_layer 1 --model.n_head 2 --model.n_embd 32 "
-        "--model.block_size 32 --data.batch_size 4 --trainer.max_steps 4 --trainer.enable_progress_bar false"
+        "--model.block_size 32 --data.batch_size 4 --trainer.max_steps 4 --trainer.enable_progress_bar false "
+        "--trainer.log_every_n_steps 2"
     )
     fit = run_main("fit", "--data.corpus", str(speeches), *settings.split(), cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
+    # The masked model's own TensorBoard tags (see the README's table): accuracy on hidden tokens.
+    assert [step for step, _ in scalars(checkpoint.parents[1], "val/acc")] == [3]
+    assert all(0 <= acc <= 1 for _, acc in scalars(checkpoint.parents[1], "train/acc"))
     writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "fill.jsonl"]
     prompt = ["--data.prompt", "Spe<|mask|>k, <|mask|>peak."]
     out = run_main(

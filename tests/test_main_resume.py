@@ -16,7 +16,7 @@ from gpt.optim import cosine_lr
 from gpt.runs import hold_run
 from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
 
-TAGS = ("train/loss", "val/loss", "lr-AdamW/decay")
+TAGS = ("train/loss", "val/loss", "train/lr", "train/tokens", "val/best_loss")
 FIT = (
     "fit --model.n_layer 2 --model.n_head 2 --model.n_embd 32 --model.block_size 32 --model.dropout 0.1 "
     "--model.val_sample_tokens 0 --trainer.enable_progress_bar false --trainer.enable_model_summary false "
@@ -208,7 +208,7 @@ def test_a_new_learning_rate_takes_effect_and_the_shape_cannot_change(tmp_path):
     resumed = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.learning_rate", "5e-4", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming with learning_rate 0.0005 (the checkpoint's run had 0.001)" in resumed.stderr
-    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
     assert lr[4] == pytest.approx(cosine_lr(4, 1e-3, 1e-4, 4, 14))  # before: the old rate
     assert [lr[s] for s in range(5, 14)] == pytest.approx([cosine_lr(s, 5e-4, 1e-4, 4, 14) for s in range(5, 14)])
 
@@ -243,13 +243,13 @@ def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(
     assert "note: the checkpoint is at step 14 and --trainer.max_steps is 14: nothing to train" in done.stderr
     longer = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "18", cwd=folder)
     assert longer.returncode == 0, longer.stderr[-3000:]
-    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
     assert [lr[s] for s in range(14, 18)] == pytest.approx([1e-4] * 4)  # on at min_lr
     stretch = "--ckpt_path last --trainer.max_steps 22 --model.decay_steps 30".split()
     stretched = run_main(*FIT, *DATA["windows"], *stretch, cwd=folder)
     assert stretched.returncode == 0, stretched.stderr[-3000:]
     assert "resuming with decay_steps 30 (the checkpoint's run had 14)" in stretched.stderr
-    lr = dict(scalars(folder / "lightning_logs" / "version_0", "lr-AdamW/decay"))
+    lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
     assert [lr[s] for s in range(18, 22)] == pytest.approx([cosine_lr(s, 1e-3, 1e-4, 4, 30) for s in range(18, 22)])
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.bpe import SPLIT_PATTERNS
+from gpt.config import tokenizer_config
 from gpt.tokenizers import (
     ENDOFTEXT,
     MASK,
@@ -14,7 +15,6 @@ from gpt.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     TiktokenTokenizer,
-    TokenizerConfig,
     tokenizer_from_state,
 )
 
@@ -86,7 +86,7 @@ def test_unknown_encoding_lists_the_known_ones():
     ):
         TiktokenTokenizer("gpt5")
     with pytest.raises(ValueError, match=r"unknown tiktoken encoding 'gpt5'; known encodings: gpt2"):
-        TokenizerConfig(kind="tiktoken", encoding="gpt5")
+        tokenizer_config("tiktoken", encoding="gpt5")
 
 
 def test_encoding_that_cannot_be_loaded_offline_names_the_cache_dir(tmp_path, monkeypatch):
@@ -124,7 +124,7 @@ def test_bpe_vocab_size_below_bytes_and_specials_is_refused():
     ):
         BPETokenizer.train(["some text"], vocab_size=258)
     with pytest.raises(ValueError, match="BPE vocab_size 100 is too small"):
-        TokenizerConfig(kind="bpe", vocab_size=100)
+        tokenizer_config("bpe", vocab_size=100)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,178 @@
+"""What a training run shows in TensorBoard besides Lightning's scalars: one chart of
+training and validation loss, the HPARAMS table, a text sample, attention maps and the
+token embeddings at every validation. main.py adds these to every fit that has a
+TensorBoard logger; the README's "Watch it train" says what each card shows.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+
+from gpt.files import write_text
+from gpt.generation import SamplingSettings, complete, start_ids
+from gpt.visualize import MAX_PROMPT_TOKENS, attention_image, attention_maps, describe_tokens, token_label
+
+# A line Shakespeare readers know, for the attention maps: the same text at every validation.
+ATTENTION_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
+PROJECTOR_TOKENS = 4096  # embeddings shown in the projector: all of a char or BPE vocabulary
+SAMPLE = dict(temperature=0.8, stop_at_eot=False)  # the text sample's settings besides its length
+
+# TensorBoard's Custom Scalars tab: charts that draw several tags on one set of axes.
+LAYOUT = {
+    "loss": {
+        "training and validation loss": ["Multiline", ["train/loss", "val/loss"]],
+    },
+    "optimisation": {
+        "learning rate": ["Multiline", ["train/lr"]],
+        "gradient norm before clipping": ["Multiline", ["train/grad_norm"]],
+    },
+    "speed": {
+        "tokens per second": ["Multiline", ["train/tokens_per_sec"]],
+        "ms per step": ["Multiline", ["train/ms_per_step"]],
+        "model FLOP utilisation": ["Multiline", ["train/mfu"]],
+    },
+}
+HPARAM_METRICS = ("val/loss", "val/best_loss")  # the last and the best validation loss, per run
+# The settings HPARAMS shows as columns first (it ticks the first few); the rest follow by name.
+FIRST = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd", "model.block_size", "model.learning_rate")
+PREDICT_ONLY = ("data.prompt", "data.prompts_file", "data.num_samples", "data.tokenizer_from", "data.data_dir")
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger without the `epoch` value Lightning adds to every step's
+    metrics: a run of windows over Tiny Shakespeare never finishes an epoch, so it drew a
+    flat card at 0 (train/tokens says how far a run has read)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as HPARAMS shows them (numbers, strings, booleans): the model as
+    built (a preset's values spelled out), its training settings, the data's (as the
+    command line and config gave them) and the trainer's that change what is learned."""
+    settings: dict[str, Any] = {f"model.{k}": v for k, v in pl_module.hparams.items() if not isinstance(v, dict)}
+    settings |= {f"model.{k}": v for k, v in asdict(pl_module.config).items()}  # with the preset's values
+    settings |= {f"data.{k}": v for k, v in data.items() if not k.startswith("tokenizer")}
+    tokenizer = getattr(trainer.datamodule, "tokenizer_config", None)  # as used: unset is {kind: char}
+    settings |= {f"data.tokenizer.{k}": v for k, v in (asdict(tokenizer) if tokenizer else {}).items()}
+    settings |= {
+        "trainer.max_steps": trainer.max_steps,
+        "trainer.precision": str(trainer.precision),
+        "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "trainer.gradient_clip_val": trainer.gradient_clip_val,
+        "trainer.devices": trainer.world_size,
+    }
+    order = sorted(settings, key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), k))
+    shown = {k: settings[k] for k in order if k not in PREDICT_ONLY}
+    return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in shown.items()}
+
+
+class TensorBoardPictures(Callback):
+    """At the start of a new run: the custom scalars layout and the HPARAMS entry. At every
+    validation of fit: a text sample, the attention maps of every layer for a fixed prompt,
+    and the token embeddings for the projector. Rank 0 only, TensorBoard only."""
+
+    def __init__(self, data_settings: dict[str, Any] | None = None, prompt: str = ATTENTION_PROMPT):
+        self.data_settings = data_settings or {}  # flat: {"batch_size": 16, "tokenizer.kind": "char", ...}
+        self.prompt = prompt
+
+    def writer(self, trainer: L.Trainer) -> Any:
+        logger = trainer.logger
+        if trainer.is_global_zero and isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+        return None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = self.writer(trainer)
+        if writer is None or trainer.ckpt_path is not None:  # a resumed run wrote these at its start
+            return
+        writer.add_custom_scalars(LAYOUT)
+        settings = flat_settings(pl_module, trainer, self.data_settings)
+        for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, math.nan)):  # the metrics' names only
+            writer.file_writer.add_summary(summary)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = self.writer(trainer)
+        if writer is None or trainer.sanity_checking or trainer.state.fn != "fit" or pl_module.tokenizer is None:
+            return
+        # Drawn at the x of this validation's val/loss: Lightning counts the logger's steps
+        # from 0, so the validation after N steps sits at N - 1.
+        step = trainer.global_step - 1
+        self.log_sample(writer, pl_module, step)
+        self.log_attention(writer, trainer, pl_module, step)
+        self.log_embeddings(writer, pl_module, step)
+
+    def log_sample(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        """A sample with what made it: watch the text take shape from one validation to the next."""
+        tokens = pl_module.hparams.val_sample_tokens
+        if not tokens or pl_module.masked:
+            return
+        settings = SamplingSettings(max_new_tokens=tokens, seed=pl_module.sampling.seed, **SAMPLE)
+        generator = torch.Generator(device=pl_module.device).manual_seed(settings.seed)
+        (result,) = complete(pl_module.model, pl_module.tokenizer, [None], settings, generator)
+        shown = start_ids(pl_module.tokenizer, None)[1]
+        about = (
+            f"after {step + 1} steps · prompt {shown!r} (none given: the text starts after it) · "
+            f"temperature {settings.temperature}, {tokens} tokens, seed {settings.seed}"
+        )
+        # TensorBoard renders text as Markdown: four spaces make a verbatim block.
+        body = "    " + result.text.lstrip("\n").replace("\n", "\n    ")
+        writer.add_text("val/sample", f"{about}\n\n{body}", step)
+
+    def log_attention(self, writer: Any, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        ids = self.prompt_ids(trainer, pl_module)
+        maps = attention_maps(pl_module.model, torch.tensor([ids], device=pl_module.device))
+        if maps is None:
+            return  # the bigram model has no attention
+        for layer, heads in enumerate(maps):
+            writer.add_image(f"attention/layer_{layer}", attention_image(heads), step)
+        about = (
+            "Each image: one layer, its heads left to right. Row i is token i of the prompt, column j "
+            "token j; the brighter, the more of token j goes into token i. Tokens: "
+        )
+        writer.add_text("attention/prompt", about + describe_tokens(pl_module.tokenizer, ids), step)
+
+    def prompt_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[int]:
+        """The attention prompt's ids; for a vocabulary that cannot spell it, the start of the
+        validation text."""
+        limit = min(MAX_PROMPT_TOKENS, pl_module.config.block_size)
+        try:
+            return pl_module.tokenizer.encode(self.prompt)[:limit]
+        except ValueError:
+            val = getattr(trainer.datamodule, "val_ids", None)
+            first = val[0] if isinstance(val, list) else val
+            return [int(i) for i in first[:limit]]
+
+    def log_embeddings(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        """The token embeddings for TensorBoard's projector, replaced at every validation:
+        PCA or t-SNE of them shows which tokens the model treats alike (vowels, digits, capitals)."""
+        table = next((m.weight for name, m in pl_module.model.named_modules() if name.endswith("wte")), None)
+        if table is None:
+            return
+        n = min(PROJECTOR_TOKENS, table.size(0))
+        folder = Path(writer.log_dir)
+        tensors = io.StringIO()
+        np.savetxt(tensors, table[:n].detach().float().cpu().numpy(), delimiter="\t", fmt="%.5g")
+        write_text(folder / "projector" / "tensors.tsv", tensors.getvalue())
+        labels = [token_label(pl_module.tokenizer, i) for i in range(n)]
+        write_text(folder / "projector" / "metadata.tsv", "\n".join(labels) + "\n")
+        config = (
+            "embeddings {\n"
+            f'  tensor_name: "token embeddings (wte) after {step + 1} steps"\n'
+            '  tensor_path: "projector/tensors.tsv"\n'
+            '  metadata_path: "projector/metadata.tsv"\n'
+            "}\n"
+        )
+        write_text(folder / "projector_config.pbtxt", config)
