@@ -33,12 +33,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, SpeedMonitor, ValidateAtTheEnd
 from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
-from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
+from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig, check_tokenizer_kind
 from gpt.datamodule import GPTDataModule
-from gpt.errors import USER_ERRORS, exit_on_user_error, one_line
+from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
-from gpt.runs import describe_missing, hold_run, new_run, newest_last, run_of
+from gpt.runs import describe_missing, hold_run, new_run, newest_last, resume_command, run_name, run_of
 from gpt.tensorboard import TensorBoardPictures
 
 TRAINER_DEFAULTS = {
@@ -98,18 +98,6 @@ def model_block_size(preset: str | None, block_size: int | None) -> int:
     return PRESETS.get(preset or "gpt2", {}).get("block_size", GPT2_SMALL["block_size"])
 
 
-def run_name(config) -> str:
-    """The run folder's name: runs of configs/X.yaml go to lightning_logs/X/version_N (of
-    configs/teaching/X.yaml to lightning_logs/teaching_X/), runs without a config to
-    lightning_logs/version_N."""
-    files = config.get("config") or []
-    if not files:
-        return ""
-    path = Path(str(files[-1])).resolve().with_suffix("")
-    parts = path.parts[path.parts.index("configs") + 1 :] if "configs" in path.parts else (path.name,)
-    return "_".join(parts)
-
-
 def tensorboard(config) -> Any:
     """The TensorBoardLogger section of the trainer's config, or None (another logger, or none)."""
     logger = config.trainer.logger
@@ -122,37 +110,6 @@ def experiment_dir(config) -> Path:
     if logger is None:  # no TensorBoard: checkpoints go to default_root_dir/checkpoints
         return Path(config.trainer.default_root_dir or ".")
     return Path(logger.init_args.save_dir) / (logger.init_args.name or "")
-
-
-def resume_command(argv: list[str]) -> str:
-    """The command that resumes this one: the same arguments, with --ckpt_path last."""
-    args, skip = [], False
-    for arg in argv:
-        if skip or arg.startswith("--ckpt_path="):
-            skip = False
-            continue
-        if arg == "--ckpt_path":
-            skip = True
-            continue
-        args.append(arg)
-    return shlex.join(["python", "main.py", *args, "--ckpt_path", "last"])
-
-
-def check_tokenizer_kind(argv: list[str], tokenizer: Any) -> None:
-    """Refuse `--data.tokenizer.kind char --data.tokenizer.vocab_size 512`: jsonargparse would
-    quietly take the kind whose settings fit (bpe) over the kind that was asked for."""
-    asked = None
-    for i, arg in enumerate(argv):
-        if arg == "--data.tokenizer.kind" and i + 1 < len(argv):
-            asked = argv[i + 1]
-        elif arg.startswith("--data.tokenizer.kind="):
-            asked = arg.partition("=")[2]
-    got = getattr(tokenizer, "kind", "char") if tokenizer is not None else "char"
-    if asked is not None and asked != got:
-        raise ValueError(
-            f"--data.tokenizer.kind {asked} was given with settings of kind {got}; "
-            "each kind takes only its own (char: none; tiktoken: encoding; bpe: vocab_size, pattern, path)"
-        )
 
 
 class GPTCLI(LightningCLI):
@@ -320,6 +277,8 @@ class GPTCLI(LightningCLI):
         else:  # resuming (or a version given): the run's own folder
             folder = version if isinstance(version, str) else f"version_{version}"
             self.held.enter_context(hold_run(experiment / folder))
+            # The run's checkpoints are there on purpose: it carries on where they left off.
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer, with what every run gets besides the callbacks a config names: for
@@ -380,21 +339,6 @@ def log_messages_of_gpt() -> None:
         handler.addFilter(lambda record: rank_zero_only.rank == 0)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM outside training (predict, validate, test, preparing data): stop at
-    once. A BaseException, as KeyboardInterrupt is, so that nothing mistakes it for an error
-    to handle; Lightning passes it to the callbacks' on_exception (the JSON-lines writer drops
-    its unfinished file) and raises it on. Training handles signals itself (SaveOnInterrupt)."""
-
-
-def stop_on_signals() -> None:
-    def stop(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    for signum in SaveOnInterrupt.SIGNALS:
-        signal.signal(signum, stop)
 
 
 def main() -> None:

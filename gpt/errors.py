@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -48,3 +49,18 @@ def exit_on_user_error(main: Callable[[], Any], errors: tuple[type[BaseException
             raise
         print(f"error: {one_line(e)}\n(set GPT_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside training (predict, validate, test, preparing data): stop at
+    once. A BaseException, as KeyboardInterrupt is, so that nothing mistakes it for an error
+    to handle; Lightning passes it to the callbacks' on_exception (the JSON-lines writer drops
+    its unfinished file) and raises it on. Training handles signals itself (SaveOnInterrupt)."""
+
+
+def stop_on_signals() -> None:
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,29 @@ def new_run(experiment: Path) -> Iterator[int]:
         for folder in made:
             with contextlib.suppress(OSError):  # not empty: the run wrote to it
                 folder.rmdir()
+
+
+def run_name(config) -> str:
+    """The run folder's name: runs of configs/X.yaml go to lightning_logs/X/version_N (of
+    configs/teaching/X.yaml to lightning_logs/teaching_X/), runs without a config to
+    lightning_logs/version_N."""
+    files = config.get("config") or []
+    if not files:
+        return ""
+    path = Path(str(files[-1])).resolve().with_suffix("")
+    parts = path.parts[path.parts.index("configs") + 1 :] if "configs" in path.parts else (path.name,)
+    return "_".join(parts)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that resumes this one: the same arguments, with --ckpt_path last."""
+    args, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+            continue
+        if arg == "--ckpt_path":
+            skip = True
+            continue
+        args.append(arg)
+    return shlex.join(["python", "main.py", *args, "--ckpt_path", "last"])

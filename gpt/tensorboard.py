@@ -44,8 +44,6 @@ LAYOUT = {
     },
 }
 HPARAM_METRICS = ("val/loss", "val/best_loss")  # the last and the best validation loss, per run
-# The settings HPARAMS shows as columns first (it ticks the first few); the rest follow by name.
-FIRST = ("model.arch", "model.n_layer", "model.n_head", "model.n_embd", "model.block_size", "model.learning_rate")
 PREDICT_ONLY = ("data.prompt", "data.prompts_file", "data.num_samples", "data.tokenizer_from", "data.data_dir")
 
 
@@ -74,8 +72,7 @@ def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[s
         "trainer.gradient_clip_val": trainer.gradient_clip_val,
         "trainer.devices": trainer.world_size,
     }
-    order = sorted(settings, key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), k))
-    shown = {k: settings[k] for k in order if k not in PREDICT_ONLY}
+    shown = {k: v for k, v in sorted(settings.items()) if k not in PREDICT_ONLY and not k.startswith("model._")}
     return {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in shown.items()}
 
 
@@ -87,6 +84,7 @@ class TensorBoardPictures(Callback):
     def __init__(self, data_settings: dict[str, Any] | None = None, prompt: str = ATTENTION_PROMPT):
         self.data_settings = data_settings or {}  # flat: {"batch_size": 16, "tokenizer.kind": "char", ...}
         self.prompt = prompt
+        self._described = False
 
     def writer(self, trainer: L.Trainer) -> Any:
         logger = trainer.logger
@@ -138,11 +136,13 @@ class TensorBoardPictures(Callback):
             return  # the bigram model has no attention
         for layer, heads in enumerate(maps):
             writer.add_image(f"attention/layer_{layer}", attention_image(heads), step)
-        about = (
-            "Each image: one layer, its heads left to right. Row i is token i of the prompt, column j "
-            "token j; the brighter, the more of token j goes into token i. Tokens: "
-        )
-        writer.add_text("attention/prompt", about + describe_tokens(pl_module.tokenizer, ids), step)
+        if not self._described:  # once a run (and once more after a resume): the prompt does not change
+            about = (
+                "Each image: one layer, its heads left to right. Row i is token i of the prompt, column j "
+                "token j; the brighter, the more of token j goes into token i. Tokens: "
+            )
+            writer.add_text("attention/prompt", about + describe_tokens(pl_module.tokenizer, ids), step)
+            self._described = True
 
     def prompt_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[int]:
         """The attention prompt's ids; for a vocabulary that cannot spell it, the start of the

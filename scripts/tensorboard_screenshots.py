@@ -46,7 +46,8 @@ def screenshot(browser: str, url: str, path: Path, wait_ms: int) -> None:
             browser,
             "--headless",
             "--no-sandbox",  # running as root in a container
-            "--disable-gpu",
+            "--use-angle=swiftshader",  # WebGL in software: Time Series draws its charts with it
+            "--enable-unsafe-swiftshader",
             "--hide-scrollbars",
             "--window-size=1600,1200",
             f"--virtual-time-budget={wait_ms}",  # let the page's scripts load the data first
