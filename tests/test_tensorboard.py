@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from gpt.checkpoint import load_model
 from gpt.tensorboard import LAYOUT
 from gpt.visualize import token_label
-from helpers import ROOT, scalars
+from helpers import ROOT, fit_args, main_here, scalars
 
 MASKED_ONLY = {"val/acc", "train/acc"}
 
@@ -118,3 +118,18 @@ def test_token_embeddings_for_the_projector(trained):
     labels = (run_dir / "projector" / "metadata.tsv").read_text(encoding="utf-8").split("\n")[:-1]
     assert labels == [token_label(tokenizer, i) for i in range(tokenizer.vocab_size)]
     assert "\\n" in labels and "␣" in labels  # whitespace spelled out, one label a line
+
+
+@pytest.mark.parametrize("arch, heads", [("head", 1), ("blocks", 2)])
+def test_teaching_models_show_their_attention_and_embeddings(small_corpus, tmp_path, arch, heads):
+    args = fit_args(small_corpus, tmp_path / "data", steps=2)
+    result = main_here(*args, "--model.arch", arch, *(["--model.n_head", "1"] if heads == 1 else []), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    layers = 1 if arch == "head" else 2
+    images = events(run_dir).Tags()["images"]
+    assert sorted(images) == [f"attention/layer_{i}" for i in range(layers)]
+    (image,) = events(run_dir).Images("attention/layer_0")
+    assert (image.width, image.height) == (heads * 160 + (heads - 1) * 2, 160)
+    rows = (run_dir / "projector" / "tensors.tsv").read_text().splitlines()
+    assert len(rows) == len(set(small_corpus.read_text())) and len(rows[0].split("\t")) == 32
