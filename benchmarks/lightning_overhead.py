@@ -6,11 +6,12 @@
 Both runs build the model from the config with the same seed, feed the same DataLoader
 (the config's batch size, block size and corpus), use the same AdamW groups, learning-rate
 schedule and gradient clipping, and time the steps after `warmup`. The Trainer run keeps
-what `main.py fit` runs (TensorBoard logger, the LR and throughput monitors, logging every
+what `main.py fit` runs (TensorBoard logger, the speed monitor, logging every
 log_every_n_steps) except validation and checkpoints, which the bare loop does not do.
 Runs alternate so that a slow spell of the machine hits both, and each side reports its
 best run: on a shared machine interference only ever slows a run down, so the fastest run
-is the closest to the code's own speed. Prints tokens/s and the ratio.
+is the closest to the code's own speed. Prints tokens/s, the ratio, and the model FLOP
+utilisation of each against this machine's measured matmul peak (gpt.report.matmul_peak_flops).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gpt.datamodule import GPTDataModule  # noqa: E402
 from gpt.lit_module import LitGPT  # noqa: E402
 from gpt.model import build_model  # noqa: E402
 from gpt.optim import adamw, warmup_cosine  # noqa: E402
+from gpt.report import matmul_peak_flops  # noqa: E402
 from main import TRAINER_DEFAULTS  # noqa: E402
 
 OPTIMIZER_ARGS = ("learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2")
@@ -151,6 +153,11 @@ def main() -> None:
     print(f"bare PyTorch loop : {b:>10,.0f} tokens/s")
     print(f"Lightning Trainer : {lt:>10,.0f} tokens/s")
     print(f"ratio             : {lt / b:.3f}")
+    gpt_args = {k: v for k, v in config["model"].items() if k in FIELDS}
+    flops_per_token = build_model(GPTConfig(**gpt_args, vocab_size=data(config).vocab_size)).flops_per_token()
+    peak = matmul_peak_flops()
+    print(f"MFU               : bare {flops_per_token * b / peak:.3f}, Lightning {flops_per_token * lt / peak:.3f}")
+    print(f"  ({flops_per_token / 1e6:.2f} MFLOP a token; matmul peak {peak / 1e9:.0f} GFLOP/s, measured now)")
 
 
 if __name__ == "__main__":
