@@ -26,9 +26,10 @@ from gpt.files import atomic_write
 from gpt.report import matmul_peak_flops
 
 
-def tokens_in(batch: Any) -> int:
-    """Tokens a training batch holds: (x, y) windows, or (x, y, attention_mask) padded examples."""
-    return int(batch[2].sum()) if len(batch) == 3 else batch[0].numel()
+def tokens_in(batch: Any) -> int | torch.Tensor:
+    """Tokens a training batch holds: (x, y) windows, or (x, y, attention_mask) padded examples
+    (a count left on the device: reading it would wait for the GPU at every step)."""
+    return batch[2].sum() if len(batch) == 3 else batch[0].numel()
 
 
 def peak_flops(trainer: L.Trainer) -> float | None:
@@ -65,7 +66,7 @@ class SpeedMonitor(Callback):
         self._last_step = -1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokens": self.tokens}
+        return {"tokens": int(self.tokens)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tokens = state["tokens"]
@@ -83,11 +84,11 @@ class SpeedMonitor(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         n = tokens_in(batch)
         if trainer.world_size > 1 and len(batch) == 3:  # padded examples: every rank has its own count
-            n = int(trainer.strategy.reduce(torch.tensor(n, device=pl_module.device), reduce_op="sum"))
+            n = trainer.strategy.reduce(n, reduce_op="sum")
         elif trainer.world_size > 1:  # windows: every rank's batch has the same shape
             n *= trainer.world_size
-        self.tokens += n
-        self._window_tokens += n
+        self.tokens = self.tokens + n  # a device tensor for padded examples, read on the steps it is logged
+        self._window_tokens = self._window_tokens + n
         if trainer.global_step == self._last_step:
             return  # accumulating gradients: the step is not over
         self._window_steps += trainer.global_step - self._last_step
@@ -97,7 +98,7 @@ class SpeedMonitor(Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)  # the step's kernels have run, not just been queued
         seconds = time.perf_counter() - self._window_start
-        tokens_per_sec = self._window_tokens / seconds
+        tokens_per_sec = float(self._window_tokens) / seconds
         pl_module.log("train/ms_per_step", 1000 * seconds / self._window_steps)
         pl_module.log("train/tokens_per_sec", tokens_per_sec)
         pl_module.log("train/tokens", float(self.tokens))
@@ -267,9 +268,10 @@ class SaveOnInterrupt(Callback):
 
     def _agreed(self, trainer: L.Trainer) -> bool:
         """Whether any rank has received a signal, agreed by all (one all-reduce a step under DDP)."""
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return self.received is not None  # one process: no tensor, no wait for the GPU
         flag = torch.tensor([0 if self.received is None else self.received], device=trainer.strategy.root_device)
-        if trainer.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if flag.item() and self.received is None:
             self.received = int(flag.item())  # another rank got it
         return bool(flag.item())

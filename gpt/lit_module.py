@@ -240,10 +240,6 @@ class LitGPT(L.LightningModule):
         if self.tokenizer is None and datamodule is not None:
             self.tokenizer = getattr(datamodule, "tokenizer", None)
         self.chars_per_token = getattr(datamodule, "val_chars_per_token", None)
-        if datamodule is not None and hasattr(datamodule, "batch_size"):
-            # Read by ThroughputMonitor to report model FLOP utilisation.
-            T = self.config.block_size
-            self.flops_per_batch = self.model.flops_per_token(T) * T * datamodule.batch_size
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
