@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gpt.checkpoint import load_checkpoint
 from gpt.files import atomic_write
-from gpt.report import matmul_peak_flops
+from gpt.report import gpu_peak_flops, matmul_peak_flops
 
 
 def tokens_in(batch: Any) -> int | torch.Tensor:
@@ -33,15 +33,15 @@ def tokens_in(batch: Any) -> int | torch.Tensor:
 
 
 def peak_flops(trainer: L.Trainer) -> float | None:
-    """FLOP/s one device can do at this precision: the datasheet's on a known GPU
-    (Lightning's table: A100, H100, H200, ...), a measured matmul on a CPU."""
+    """FLOP/s one device can do at this precision: the datasheet's on a known GPU (ours,
+    gpt.report.PEAK_FLOPS, else Lightning's table), a measured matmul on a CPU."""
     device = trainer.strategy.root_device
     precision = str(trainer.precision)
     dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
     if device.type == "cuda":
-        if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-            dtype = "tf32"
-        return get_available_flops(device, dtype)
+        tf32 = torch.get_float32_matmul_precision() != "highest"  # fp32 matmuls on tensor cores
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "tf32" if tf32 else "fp32")
+        return gpu_peak_flops(torch.cuda.get_device_name(device), name) or get_available_flops(device, dtype)
     return matmul_peak_flops(device, dtype) if device.type == "cpu" else None
 
 

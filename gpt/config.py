@@ -44,6 +44,7 @@ GPT2_SMALL: dict[str, Any] = dict(
     tie_weights=True,
     rope_base=10000.0,
     causal=True,
+    padded_vocab_multiple=1,
 )
 
 # Named sizes as data, each what it changes from GPT-2 small: OpenAI's published GPT-2
@@ -57,7 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # The options that only the GPT reads, at their GPT-2 values.
-GPT_ONLY = {"pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True}
+GPT_ONLY = {"pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True, "padded_vocab_multiple": 1}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class GPTConfig:
         rope_base: RoPE's theta: wavelengths from 2 pi to about base x 2 pi (10000).
         causal: Attend to earlier positions only (next-token prediction); false: both ways
             (masked LM). The LightningModule sets it from its objective.
+        padded_vocab_multiple: gpt: give the embedding and LM head a multiple of this many rows
+            (nanoGPT pads GPT-2's 50257 to 50304 = 64 x 786: matmuls of a round size run faster on
+            GPUs). The extra rows are never scored or sampled: the logits keep vocab_size
+            columns. 1: no padding (for a char vocabulary of 65, 64 would double the LM head).
     """
 
     preset: str | None = None
@@ -108,6 +113,7 @@ class GPTConfig:
     tie_weights: bool | None = None
     rope_base: float | None = None
     causal: bool | None = None
+    padded_vocab_multiple: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
@@ -119,7 +125,7 @@ class GPTConfig:
 
     def check(self) -> None:
         """Refuse settings no model can be built from, naming the value."""
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "padded_vocab_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -150,6 +156,11 @@ class GPTConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and LM head: vocab_size rounded up to padded_vocab_multiple."""
+        return math.ceil(self.vocab_size / self.padded_vocab_multiple) * self.padded_vocab_multiple
 
     @property
     def attn_bias(self) -> bool:

@@ -35,6 +35,7 @@ from gpt.tokenizers import PAD, Tokenizer
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal masks that older files saved; not weights
 PREFIX = "transformer."  # GPT2LMHeadModel's files have it; GPT2Model's (the Hub's gpt2) do not
+VOCAB_ROWS = ("wte.weight", "lm_head.weight")  # a row per token: a padded model has more than vocab_size
 
 
 # ---- reading a checkpoint
@@ -151,6 +152,10 @@ def load_hf(model: GPT, path: str | Path) -> None:
     if extra:
         raise ValueError(f"the checkpoint has {extra[0]}, which the model lacks ({describe_sizes(config)})")
     ours = {with_prefix(name): transpose_conv1d(name, state[name]) for name in expected}
+    own = model.state_dict()
+    for name in map(with_prefix, VOCAB_ROWS):  # a padded model keeps its own padding rows (never scored)
+        if name in ours and own[name].size(0) > config.vocab_size:
+            ours[name] = torch.cat([ours[name].to(own[name].dtype), own[name][config.vocab_size :]])
     model.load_state_dict(ours, strict=False)  # tied: lm_head.weight is wte.weight
 
 
@@ -188,12 +193,15 @@ def transpose_conv1d(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """The model's weights named and shaped as in a GPT2LMHeadModel file (without the
-    "transformer." prefix); a tied LM head is left out, as Hugging Face saves it."""
+    "transformer." prefix); a tied LM head is left out, as Hugging Face saves it, and a
+    padded vocabulary's extra rows too."""
     out = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and model.config.tie_weights:
             continue
         hf_name = name.removeprefix(PREFIX)
+        if hf_name in VOCAB_ROWS:
+            tensor = tensor[: model.config.vocab_size]
         out[hf_name] = transpose_conv1d(hf_name, tensor)
     return out
 
@@ -263,7 +271,8 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
         )
     save_hf(model, out_dir, tokenizer=tokenizer)
     written = "config.json" if tokenizer is None else "config.json and tokenizer.json"
-    print(f"wrote {out_dir}/model.safetensors, {written} ({model.num_params():,} parameters)")
+    n = sum(t.numel() for t in hf_state_dict(model).values())  # as written: no padding rows
+    print(f"wrote {out_dir}/model.safetensors, {written} ({n:,} parameters)")
 
 
 if __name__ == "__main__":

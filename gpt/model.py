@@ -67,10 +67,12 @@ class LanguageModel(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward + backward) per token: 6 per weight of every matmul,
-        plus attention's scores and weighted values (PaLM appendix B, nanoGPT's estimate_mfu)."""
+        plus attention's scores and weighted values (PaLM appendix B, nanoGPT's estimate_mfu).
+        Counted from the layers' sizes, which FSDP's sharded weights do not show."""
         T = seq_len or self.config.block_size
-        matmul_weights = {id(m.weight): m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear)}
-        return 6 * sum(matmul_weights.values()) + 12 * self.attention_layers * self.config.n_embd * T
+        linears = {id(m.weight): m for m in self.modules() if isinstance(m, nn.Linear)}  # a shared one once
+        matmul_weights = sum(m.in_features * m.out_features for m in linears.values())
+        return 6 * matmul_weights + 12 * self.attention_layers * self.config.n_embd * T
 
 
 class Bigram(LanguageModel):
@@ -151,7 +153,8 @@ class GPT(LanguageModel):
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
-        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings
+        # Token embeddings, with padded_vocab_size rows: the padding rows are never looked up.
+        modules = dict(wte=nn.Embedding(config.padded_vocab_size, config.n_embd))
         if config.pos == "learned":
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
         else:
@@ -163,7 +166,7 @@ class GPT(LanguageModel):
         modules["h"] = nn.ModuleList([Block(config, layer_idx=i) for i in range(config.n_layer)])
         modules["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(modules)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_weights:
             # Weight tying (Press & Wolf, 2017): the output layer reuses the token embedding.
             self.lm_head.weight = self.transformer.wte.weight
@@ -206,7 +209,9 @@ class GPT(LanguageModel):
             x = block(x, ctx)
         if cache is not None:
             cache.pos += T
-        return self.lm_head(self.transformer.ln_f(x))
+        logits = self.lm_head(self.transformer.ln_f(x))
+        # The padding rows' logits are dropped: the loss, sampling and scoring see real ids only.
+        return logits[..., : self.config.vocab_size]
 
 
 MODELS: dict[str, type[LanguageModel]] = {

@@ -12,6 +12,7 @@ benchmarks/lightning_overhead.py both build their optimizer here.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -22,10 +23,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay every matrix (Linear weights, embeddings); never biases or norm gains.
 
     Shrinking a bias or a LayerNorm gain towards zero is not regularisation, it only
-    fights the optimiser. Tied weights appear once (parameters() skips duplicates).
+    fights the optimiser. Tied weights appear once (parameters() skips duplicates). A weight
+    is told by its module, not its shape: FSDP hands the optimizer flat 1-D shards.
     """
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    decay = [p for p in model.parameters() if p.requires_grad and id(p) in matrices]
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in matrices]
     return [
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
@@ -41,14 +44,23 @@ def describe_groups(groups: list[dict[str, Any]]) -> str:
     )
 
 
+def use_fused(params: Iterable[torch.Tensor]) -> bool:
+    """Whether AdamW can run fused, one kernel for every tensor: when all of them are on CUDA.
+    Elsewhere torch's default applies (foreach: a few batched kernels where supported)."""
+    params = list(params)
+    return bool(params) and all(p.device.type == "cuda" for p in params)
+
+
 def adamw(
     model: nn.Module,
     learning_rate: float,
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.99),
-    fused: bool = False,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over param_groups(model); fused (one kernel for all tensors) on a GPU."""
+    """AdamW over param_groups(model); fused (unset: where the parameters allow, see use_fused)."""
+    if fused is None:
+        fused = use_fused(model.parameters())
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=learning_rate, betas=betas, fused=fused)
 
 

@@ -61,6 +61,36 @@ def report(config: GPTConfig) -> dict[str, dict[str, int]]:
     return out
 
 
+# Dense peak FLOP/s of the GPUs large runs use, from NVIDIA's datasheets (the sparse figures
+# are twice these; Lightning's table gives some of those): the ceiling MFU is a share of.
+# H200 has H100 SXM's compute, with more and faster memory.
+H100_SXM = {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "a100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},  # SXM and PCIe alike
+    "h100 sxm": H100_SXM,
+    "h200": H100_SXM,
+}
+
+
+def gpu_chip(device_name: str) -> str | None:
+    """PEAK_FLOPS' key for torch.cuda.get_device_name(), or None for a GPU not in it: "NVIDIA
+    H100 80GB HBM3" is an H100 SXM (the PCIe and NVL cards are slower and not in the table)."""
+    name = device_name.lower()
+    if "h200" in name and "nvl" not in name:
+        return "h200"
+    if "h100" in name and ("hbm3" in name or "sxm" in name):
+        return "h100 sxm"
+    if "a100" in name:
+        return "a100"
+    return None
+
+
+def gpu_peak_flops(device_name: str, dtype: str) -> float | None:
+    """Datasheet FLOP/s of one GPU for dtype (bf16, fp16, tf32, fp32), or None when not in PEAK_FLOPS."""
+    chip = gpu_chip(device_name)
+    return PEAK_FLOPS[chip].get(dtype) if chip else None
+
+
 _measured: dict[tuple[str, torch.dtype], float] = {}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.tensorboard.summary import hparams
 
 from gpt.files import write_text
@@ -79,7 +80,8 @@ def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[s
 class TensorBoardPictures(Callback):
     """At the start of a new run: the custom scalars layout and the HPARAMS entry. At every
     validation of fit: a text sample, the attention maps of every layer for a fixed prompt,
-    and the token embeddings for the projector. Rank 0 only, TensorBoard only."""
+    and the token embeddings for the projector. Rank 0 only, TensorBoard only; not under FSDP,
+    where no rank holds the whole model to sample from."""
 
     def __init__(self, data_settings: dict[str, Any] | None = None, prompt: str = ATTENTION_PROMPT):
         self.data_settings = data_settings or {}  # flat: {"batch_size": 16, "tokenizer.kind": "char", ...}
@@ -104,6 +106,8 @@ class TensorBoardPictures(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self.writer(trainer)
         if writer is None or trainer.sanity_checking or trainer.state.fn != "fit" or pl_module.tokenizer is None:
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):  # sharded weights: rank 0 alone cannot run the model
             return
         # Drawn at the x of this validation's val/loss: Lightning counts the logger's steps
         # from 0, so the validation after N steps sits at N - 1.
@@ -161,7 +165,7 @@ class TensorBoardPictures(Callback):
         table = next((m.weight for name, m in pl_module.model.named_modules() if name.endswith("wte")), None)
         if table is None:
             return
-        n = min(PROJECTOR_TOKENS, table.size(0))
+        n = min(PROJECTOR_TOKENS, pl_module.config.vocab_size)  # a padded table's extra rows are no tokens
         folder = Path(writer.log_dir)
         tensors = io.StringIO()
         np.savetxt(tensors, table[:n].detach().float().cpu().numpy(), delimiter="\t", fmt="%.5g")

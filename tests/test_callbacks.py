@@ -160,3 +160,17 @@ def test_checkpoints_are_read_through_the_checks(tmp_path):
     torch.save({"state_dict": {}, "x": Path("x")}, path)  # an object torch would have to import to load
     with pytest.raises(ValueError, match="holds more than tensors and plain values"):
         SafeCheckpointIO().load_checkpoint(path, weights_only=False)  # the argument changes nothing
+
+
+def test_mfu_peak_is_the_datasheets_for_the_precision_in_use(monkeypatch):
+    from types import SimpleNamespace
+
+    from gpt.callbacks import peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    gpu = SimpleNamespace(root_device=torch.device("cuda", 0))  # no GPU needed: only its name is read
+    assert peak_flops(SimpleNamespace(strategy=gpu, precision="bf16-mixed")) == 989e12
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+    assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 495e12  # TF32
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
+    assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 67e12

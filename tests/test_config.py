@@ -25,6 +25,8 @@ def test_config_checks():
         (dict(arch="bigram", pos="rope"), "pos=rope: options of arch 'gpt'; the teaching model 'bigram'"),
         (dict(mlp="tanh"), "mlp must be one of gelu, relu, swiglu; got 'tanh'"),
         (dict(arch="rnn"), "arch must be one of bigram, head, multi_head, blocks, gpt"),
+        (dict(padded_vocab_multiple=0), "padded_vocab_multiple must be a positive integer, got 0"),
+        (dict(arch="blocks", padded_vocab_multiple=64), "padded_vocab_multiple=64: options of arch 'gpt'"),
     ],
 )
 def test_bad_model_settings(kwargs, message):

@@ -79,6 +79,26 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path):
         assert_same_logits(from_hf(out), hf, ids())
 
 
+def test_a_padded_vocabulary_exports_its_real_rows_and_imports_padded(hf_model, tmp_path):
+    torch.manual_seed(0)
+    for tie in (True, False):
+        ours = GPT(ours_config(tie_weights=tie, padded_vocab_multiple=64)).eval()
+        with torch.no_grad():
+            for p in ours.parameters():
+                p.normal_(0.0, 0.1 if p.dim() > 1 else 0.5)
+        assert ours.transformer.wte.weight.size(0) == 128
+        out = save_hf(ours, tmp_path / f"padded-{tie}")
+        assert load_file(out / "model.safetensors")["transformer.wte.weight"].shape == (100, 32)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+        assert hf.config.vocab_size == 100
+        assert_same_logits(ours, hf, ids())
+        back = from_hf(out, padded_vocab_multiple=64)  # and in again, padded
+        assert back.lm_head.weight.size(0) == 128
+        assert_same_logits(back, hf, ids())
+    hf, path = hf_model  # a Hugging Face model into a padded one of ours
+    assert_same_logits(from_hf(path, padded_vocab_multiple=64), hf, ids())
+
+
 def test_the_hubs_layouts_load(hf_model, tmp_path):
     """The Hub's gpt2 files have no "transformer." prefix and still carry the attn.bias
     mask buffers; older ones are pytorch_model.bin; a bare .safetensors has no config."""

@@ -166,3 +166,54 @@ def test_masked_training_logs_accuracy_and_val_masks_are_seeded(tmp_path, mode):
     assert losses[0] == losses[1]
     logged = (Path(trainer.logger.log_dir) / "metrics.csv").read_text()
     assert "train/acc" in logged and "val/acc" in logged
+
+
+def test_tf32_is_set_on_cuda_only():
+    from gpt.lit_module import set_matmul_precision
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        set_matmul_precision(torch.device("cpu"), True)
+        assert torch.get_float32_matmul_precision() == before == "highest"  # a CPU computes as it did
+        set_matmul_precision(torch.device("cuda", 0), True)
+        assert torch.get_float32_matmul_precision() == "high"
+        set_matmul_precision(torch.device("cuda", 0), False)
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.slow  # torch.compile on a CPU: half a minute of compiling
+def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models_load(tmp_path):
+    from gpt.checkpoint import load_model
+    from helpers import run_main, samples
+
+    torch.manual_seed(0)
+    module = LitGPT(**(TINY | dict(n_layer=2, n_head=2)), compile=True, dropout=0.0, val_sample_tokens=0)
+    module.tokenizer = CharTokenizer("abcde")
+    data = torch.utils.data.DataLoader([(torch.randint(0, 5, (8,)), torch.randint(0, 5, (8,)))] * 8, batch_size=4)
+    trainer = quiet_trainer(max_steps=2, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=data)
+    assert module.compiled_forward is not None and trainer.global_step == 2
+    idx = torch.randint(0, 5, (3, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(module.run_model(idx, None), module.model.eval()(idx), rtol=0, atol=1e-5)
+    trainer.save_checkpoint(tmp_path / "compiled.ckpt")
+    state = torch.load(tmp_path / "compiled.ckpt", weights_only=True)["state_dict"]
+    assert not [k for k in state if "_orig_mod" in k]  # the names an uncompiled model has
+    plain, _ = load_model(tmp_path / "compiled.ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(plain(idx), module.model(idx), rtol=0, atol=0)
+    out = run_main("predict", "--ckpt_path", str(tmp_path / "compiled.ckpt"), "--data.prompt", "abc", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert samples(out.stdout)[0].startswith("abc")
+
+
+def test_compile_with_a_dropout_schedule_is_refused(tmp_path):
+    from gpt.callbacks import DropoutSchedule
+
+    module = LitGPT(**TINY, compile=True, val_sample_tokens=0)
+    data = torch.utils.data.DataLoader([(torch.zeros(8, dtype=torch.long),) * 2] * 4, batch_size=2)
+    trainer = quiet_trainer(max_steps=1, callbacks=[DropoutSchedule()], default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="model.compile with the DropoutSchedule callback"):
+        trainer.fit(module, train_dataloaders=data)

@@ -277,3 +277,28 @@ def test_bidirectional_attention_sees_the_future():
     changed = idx.clone()
     changed[0, -1] = (idx[0, -1] + 1) % 50
     assert (model(idx)[0, 0] - model(changed)[0, 0]).abs().max() > 1e-3  # the first position sees the last
+
+
+def test_a_padded_vocabulary_has_padded_rows_but_real_logits_only():
+    torch.manual_seed(0)
+    for tie in (True, False):
+        model = GPT(tiny_config(vocab_size=50, padded_vocab_multiple=64, tie_weights=tie))
+        assert model.config.padded_vocab_size == 64
+        assert model.transformer.wte.weight.shape == (64, 32) and model.lm_head.weight.shape == (64, 32)
+        assert model.num_params() == GPT(tiny_config(tie_weights=tie)).num_params() + 14 * 32 * (1 if tie else 2)
+        assert model(torch.randint(0, 50, (3, 16))).shape == (3, 16, 50)  # the loss sees real ids only
+    assert tiny_config(vocab_size=64, padded_vocab_multiple=64).padded_vocab_size == 64  # a multiple already
+
+
+def test_sampling_never_draws_a_padding_id():
+    from gpt.generation import generate
+
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=50, padded_vocab_multiple=64, tie_weights=False)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[50:] = 100.0  # padding rows that would win every draw if they were sampled
+    out = generate(model, torch.zeros(4, 1, dtype=torch.long), 20, generator=torch.Generator().manual_seed(0))
+    assert out.max() < 50
+    for cache in (True, False):
+        greedy = generate(model, torch.zeros(1, 1, dtype=torch.long), 10, temperature=0, use_cache=cache)
+        assert greedy.max() < 50

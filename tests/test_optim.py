@@ -69,3 +69,68 @@ def test_schedules_that_make_no_sense_are_refused(lr, min_lr, message):
     model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
     with pytest.raises(ValueError, match=message):
         warmup_cosine(adamw(model, lr, 0.1), warmup_steps=0, decay_steps=10, min_lr=min_lr)
+
+
+def test_adamw_runs_fused_when_every_parameter_is_on_cuda():
+    from types import SimpleNamespace
+
+    from gpt.optim import use_fused
+
+    on = lambda device: SimpleNamespace(device=torch.device(device))  # noqa: E731 (no CUDA needed)
+    assert use_fused([on("cuda:0"), on("cuda:1")])
+    assert not use_fused([on("cuda:0"), on("cpu")])  # offloaded to the CPU: torch's default (foreach)
+    assert not use_fused([on("cpu")]) and not use_fused([])
+    optimizer = adamw(GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8)), 1e-3, 0.1)
+    assert optimizer.defaults["fused"] is False  # on this CPU
+
+
+def test_param_groups_tell_matrices_by_module_not_shape():
+    """FSDP hands the optimizer each weight as a flat 1-D shard: the groups must not change."""
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    before = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1)]
+    for p in model.parameters():
+        p.data = p.data.flatten()
+    assert [[id(p) for p in g["params"]] for g in param_groups(model, 0.1)] == before
+
+
+def _fsdp_worker(rank: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from gpt.layers import Block
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, padded_vocab_multiple=64))
+    wrapped = FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True, device_id="cpu")
+    groups = [len(g["params"]) for g in param_groups(model, 0.1)]
+    x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(1))
+    loss = F.cross_entropy(wrapped(x).flatten(0, 1), x.flatten())
+    if rank == 0:
+        torch.save({"groups": groups, "dims": {p.dim() for p in model.parameters()}, "loss": loss.item()}, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes
+def test_under_fsdp_the_weights_keep_their_groups_and_the_loss_is_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_fsdp_worker, args=(port, str(tmp_path / "out.pt")), nprocs=2)
+    sharded = torch.load(tmp_path / "out.pt")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, padded_vocab_multiple=64))
+    x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(1))
+    assert sharded["dims"] == {1}  # FSDP's flat shards: a weight's shape no longer says it is a matrix
+    assert sharded["groups"] == [len(g["params"]) for g in param_groups(model, 0.1)]
+    loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten()).item()
+    assert sharded["loss"] == pytest.approx(loss, abs=1e-5)

@@ -62,3 +62,17 @@ def test_report_has_an_option_for_every_model_setting():
     baby = run_report("--preset", "baby", "--pos", "rope", "--n_layer", "2")
     assert baby.returncode == 0, baby.stderr
     assert baby.stdout.startswith("baby: arch gpt: vocab 65, context 256, 2 layers x 384 wide, 6 heads of 64; rope")
+
+
+def test_gpu_peak_flops_by_device_name():
+    from gpt.report import gpu_peak_flops
+
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert gpu_peak_flops("NVIDIA A100-PCIE-40GB", "tf32") == 156e12
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", "tf32") == 495e12
+    assert gpu_peak_flops("NVIDIA H200", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA H200", "tf32") == 495e12
+    # Not in our table (slower cards, other GPUs): the speed monitor asks Lightning's.
+    assert gpu_peak_flops("NVIDIA H100 PCIe", "bf16") is None
+    assert gpu_peak_flops("Tesla T4", "fp16") is None
