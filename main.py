@@ -34,7 +34,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, SpeedMonitor, ValidateAtTheEnd
 from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
 from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig, check_tokenizer_kind
-from gpt.datamodule import GPTDataModule
+from gpt.datamodule import GPTDataModule, apply_tokens_per_step
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
 from gpt.generation import SamplingSettings
 from gpt.lit_module import LitGPT
@@ -298,6 +298,9 @@ class GPTCLI(LightningCLI):
         plugins = [*plugins] if isinstance(plugins, list) else [plugins]
         plugins.append(SafeCheckpointIO())
         return super().instantiate_trainer(**kwargs, callbacks=callbacks, plugins=plugins)
+
+    def before_fit(self) -> None:
+        apply_tokens_per_step(self.trainer, self.datamodule)  # gradient accumulation follows from it
 
     def after_fit(self) -> None:
         """Say where the checkpoints are and how to sample from them."""

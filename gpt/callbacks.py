@@ -278,7 +278,10 @@ class SaveOnInterrupt(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         # Lightning stops at the end of this step when received_sigterm is set; a validation
-        # due at this step still runs, whole (see on_validation_start / _end).
+        # due at this step still runs, whole (see on_validation_start / _end). Never between
+        # the micro-batches of one step: their summed gradients are in no checkpoint.
+        if trainer.fit_loop.epoch_loop._should_accumulate():
+            return
         if self._agreed(trainer):
             trainer._signal_connector.received_sigterm = True
 

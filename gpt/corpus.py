@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from gpt.bpe import SPLIT_PATTERNS
 from gpt.config import TokenizerConfig
 from gpt.files import atomic_write, md5_of, write_bytes, write_text
+from gpt.shards import SHARD_TOKENS, id_dtype, open_shards, write_shards
+from gpt.sources import DocumentSource, HubDataset, is_document_corpus
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -103,22 +105,21 @@ def read_blocks(path: Path, block_chars: int | None = None) -> Iterator[str]:
         yield carry
 
 
-def id_dtype(vocab_size: int) -> type:
-    """The smallest unsigned integer type that holds every id."""
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
-
-
 class Corpus:
     """A corpus on disk, with its trained tokenizers and token caches under data_dir.
 
     Args:
         source: "shakespeare" (found under data_dir, else downloaded), the path of a UTF-8
-            text file, or a folder whose .txt files are the documents.
+            text file, or a folder whose .txt files are the documents; or documents read with
+            `datasets` (gpt/sources.py): .jsonl/.parquet files or a HubDataset, tokenized
+            into shards (gpt/shards.py) rather than one cache file.
         data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
+        text_field: The field of a .jsonl/.parquet/hub record that holds its text.
     """
 
-    def __init__(self, source: str = "shakespeare", data_dir: str | Path = "data"):
+    def __init__(self, source: str | HubDataset = "shakespeare", data_dir: str | Path = "data", text_field="text"):
         self.source, self.data_dir = source, Path(data_dir)
+        self.documents = DocumentSource(source, text_field) if is_document_corpus(source) else None
         self._key: str | None = None
         self._verified: set[Path] = set()  # caches checked against their manifest in this process
 
@@ -139,7 +140,12 @@ class Corpus:
 
     @property
     def is_folder(self) -> bool:
-        return self.path.is_dir()
+        """Whether the corpus is documents (joined with <|endoftext|>) rather than one text."""
+        return self.documents is not None or self.path.is_dir()
+
+    @property
+    def name(self) -> str:
+        return self.documents.name if self.documents is not None else self.path.stem
 
     def files(self) -> list[Path]:
         """The documents: one file, or the .txt files of a folder in path order."""
@@ -153,6 +159,8 @@ class Corpus:
 
     def key(self) -> str:
         """A hash of the content (and, for a folder, of its documents' names and order)."""
+        if self._key is None and self.documents is not None:
+            self._key = self.documents.key()
         if self._key is None:
             path, files = self.path, self.files()
             if path.is_file():
@@ -165,6 +173,9 @@ class Corpus:
     def blocks(self, fraction: float = 1.0) -> Iterator[str]:
         """The text in blocks, documents one after the other, up to `fraction` of its bytes.
         (A block never spans two documents.)"""
+        if self.documents is not None:  # documents of unknown total size: all of them
+            yield from self.documents.documents()
+            return
         files = self.files()
         budget = fraction * sum(f.stat().st_size for f in files)
         for f in files:
@@ -186,12 +197,17 @@ class Corpus:
         if config.kind == "tiktoken":
             return TiktokenTokenizer(config.encoding)
         if config.kind == "bpe":
+            if not config.path and self.documents is not None:
+                raise ValueError(
+                    f"a BPE is trained on a text corpus; for the documents of {self.name!r} give a trained one with "
+                    "data.tokenizer.path, or use data.tokenizer.kind tiktoken"
+                )
             return BPETokenizer.load(config.path) if config.path else self.trained_bpe(config, val_fraction)
         chars: set[str] = set()
         for block in self.blocks():
             chars.update(block)
         if not chars:
-            raise ValueError(f"corpus {str(self.path)!r} is empty")
+            raise ValueError(f"corpus {str(self.source)!r} is empty")
         special = ((ENDOFTEXT,) if self.is_folder else ()) + tuple(special)
         return CharTokenizer("".join(sorted(chars)), special_tokens=special)
 
@@ -269,6 +285,28 @@ class Corpus:
     def ids(self, tokenizer: Tokenizer) -> np.ndarray:
         """The encoded corpus, memory-mapped from its cache (encoded first if need be)."""
         return np.memmap(self.encode(tokenizer), dtype=id_dtype(tokenizer.vocab_size), mode="r")
+
+    # ---- shards, for corpora of documents
+
+    def shards_dir(self, tokenizer: Tokenizer, shard_tokens: int, val_tokens: int) -> Path:
+        """Where the corpus's shards for this tokenizer and these sizes live."""
+        key = f"{self.key()}-{tokenizer.kind}-{tokenizer.identity()}-shard{shard_tokens}-val{val_tokens}"
+        return self.data_dir / "shards" / f"{self.name}-{key}"
+
+    def write_shards(
+        self, tokenizer: Tokenizer, shard_tokens: int = SHARD_TOKENS, val_tokens: int | None = None, workers=None
+    ) -> Path:
+        """Tokenize the documents into shards (carrying on from an interrupted run); their folder."""
+        val_tokens = shard_tokens if val_tokens is None else val_tokens
+        folder = self.shards_dir(tokenizer, shard_tokens, val_tokens)
+        identity = {"corpus": self.key(), "tokenizer": f"{tokenizer.kind}-{tokenizer.identity()}"}
+        write_shards(self.documents.documents, tokenizer, folder, shard_tokens, val_tokens, workers, identity)
+        return folder
+
+    def shards(self, tokenizer: Tokenizer, split: str, shard_tokens: int, val_tokens: int | None) -> list[np.ndarray]:
+        """The shards of a split ("train" or "val"), memory-mapped, after checking them."""
+        val_tokens = shard_tokens if val_tokens is None else val_tokens
+        return open_shards(self.shards_dir(tokenizer, shard_tokens, val_tokens), split)
 
 
 def manifest_path(cache: Path) -> Path:

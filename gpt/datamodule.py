@@ -5,23 +5,41 @@ tokenizer (characters, a tiktoken encoding, or a BPE trained on the training spl
 ids, encoded once and cached -> first 90% train, last 10% validation -> windows of
 block_size + 1 ids (gpt/datasets.py), x = ids[:-1], y = ids[1:]; or examples of their
 natural length, padded per batch. Predict serves prompts (gpt/prompts.py).
+
+A corpus of documents (.jsonl/.parquet files, a Hugging Face dataset: gpt/sources.py) is
+tokenized by worker processes into shards (gpt/shards.py): the first val_tokens ids are the
+validation split, the rest training windows. Every rank trains on its own windows and scores
+its own share of the validation windows, each once.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from gpt.checkpoint import read_tokenizer
 from gpt.config import CharSettings, TokenizerConfig
 from gpt.corpus import Corpus
-from gpt.datasets import EvalWindows, PadBatch, ResumableSampler, TrainWindows, split_examples
+from gpt.datasets import (
+    EvalSampler,
+    EvalWindows,
+    PadBatch,
+    ResumableSampler,
+    TrainWindows,
+    check_shards,
+    grad_accumulation,
+    split_examples,
+    split_text,
+)
 from gpt.prompts import prompt_items, read_prompts, unescape
+from gpt.shards import SHARD_TOKENS, SPLITS
+from gpt.sources import HubDataset
 from gpt.tokenizers import MASK, PAD, Tokenizer
 
 
@@ -52,12 +70,13 @@ class GPTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        corpus: str = "shakespeare",
+        corpus: str | HubDataset = "shakespeare",
         tokenizer: TokenizerConfig | None = None,
         data_dir: str = "data",
         block_size: int = 256,
         batch_size: int = 64,
-        stride: int = 1,
+        tokens_per_step: int | None = None,
+        stride: int | None = None,
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 1337,
@@ -67,21 +86,31 @@ class GPTDataModule(L.LightningDataModule):
         prompts_file: str | None = None,
         num_samples: int = 1,
         tokenizer_from: str | None = None,
+        text_field: str = "text",
+        shard_tokens: int = SHARD_TOKENS,
+        val_tokens: int | None = None,
+        tokenize_workers: int | None = None,
     ):
         """
         Args:
             corpus: "shakespeare" (found under data_dir, else downloaded), the path of a
                 UTF-8 text file, or a folder whose .txt files (sorted by path, subfolders
-                included) are the documents, joined with <|endoftext|>.
+                included) are the documents, joined with <|endoftext|>. Or documents, tokenized
+                into shards: a .jsonl/.parquet file or folder of them, or a Hugging Face dataset
+                {path: HuggingFaceFW/fineweb, name: sample-10BT, split: train}, streamed.
             tokenizer: Which tokenizer: {kind: char} (unset: the corpus's characters),
                 {kind: tiktoken, encoding: gpt2}, or {kind: bpe, vocab_size: 4096} trained on the
                 training split (saved under data_dir/tokenizers and reused). Each kind has only its
                 own settings.
             data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
             block_size: Tokens of context per training example (linked from model.block_size).
-            batch_size: Examples per batch (per device).
+            batch_size: Examples per batch (per device): the micro-batch when tokens_per_step is set.
+            tokens_per_step: Tokens per optimizer step over all devices (GPT-2/nanoGPT: 524,288).
+                Gradient accumulation follows: tokens_per_step / (devices x batch_size x
+                block_size) micro-batches, which must be whole. Unset: one batch per device.
             stride: Distance between the starts of consecutive training windows; 1 uses
-                every offset, block_size gives non-overlapping windows.
+                every offset, block_size gives non-overlapping windows. Unset: 1 for a text
+                corpus, block_size for a corpus of documents (its shards).
             val_fraction: The last fraction of the corpus held out for validation.
             num_workers: DataLoader worker processes. 0 (load in the main process) is fastest
                 on a small CPU machine: workers compete with the model for the same cores.
@@ -101,6 +130,11 @@ class GPTDataModule(L.LightningDataModule):
             tokenizer_from: A checkpoint whose tokenizer to use instead of building one from
                 the corpus. main.py sets it to --ckpt_path, so a checkpoint always brings
                 its own tokenizer.
+            text_field: The field of a .jsonl/.parquet/hub record that holds its text.
+            shard_tokens: A corpus of documents: ids per shard (llm.c: 100M).
+            val_tokens: A corpus of documents: the first ids, held out for validation (default:
+                one shard).
+            tokenize_workers: Processes that tokenize a corpus of documents (default: every core).
         """
         super().__init__()
         for name, value in (
@@ -108,8 +142,11 @@ class GPTDataModule(L.LightningDataModule):
             ("batch_size", batch_size),
             ("stride", stride),
             ("num_samples", num_samples),
+            ("tokens_per_step", tokens_per_step),
+            ("shard_tokens", shard_tokens),
+            ("tokenize_workers", tokenize_workers),
         ):
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -117,9 +154,16 @@ class GPTDataModule(L.LightningDataModule):
             raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
         if prompt is not None and prompts_file is not None:
             raise ValueError("give data.prompt or data.prompts_file, not both")
-        self.corpus = Corpus(corpus, data_dir)
+        if val_tokens is not None and val_tokens < block_size + 1:
+            raise ValueError(f"val_tokens must be at least block_size + 1 = {block_size + 1}, got {val_tokens}")
+        self.corpus = Corpus(corpus, data_dir, text_field)
+        self.sharded = self.corpus.documents is not None
+        if self.sharded and mode != "windows":
+            raise ValueError(f"data.mode {mode} needs a text corpus; a corpus of documents trains on windows")
         self.tokenizer_config = tokenizer or CharSettings()
-        self.block_size, self.batch_size, self.stride = block_size, batch_size, stride
+        self.block_size, self.batch_size, self.tokens_per_step = block_size, batch_size, tokens_per_step
+        self.stride = stride or (block_size if self.sharded else 1)
+        self.shard_tokens, self.val_tokens, self.tokenize_workers = shard_tokens, val_tokens, tokenize_workers
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
         self.mode, self.objective = mode, objective
         self.prompt, self.prompts_file, self.num_samples = prompt, prompts_file, num_samples
@@ -163,7 +207,10 @@ class GPTDataModule(L.LightningDataModule):
         # Runs on one process per node before setup: download and tokenize there, once.
         if self.trainer is not None and self.trainer.state.fn == "predict":
             return  # predict needs only the prompt and the checkpoint's tokenizer
-        self.corpus.encode(self.tokenizer)
+        if self.sharded:
+            self.corpus.write_shards(self.tokenizer, self.shard_tokens, self.val_tokens, self.tokenize_workers)
+        else:
+            self.corpus.encode(self.tokenizer)
 
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.train_ids is not None:
@@ -171,20 +218,15 @@ class GPTDataModule(L.LightningDataModule):
         if self.mode != "windows":
             self.setup_examples()
             return
-        ids = self.corpus.ids(self.tokenizer)
-        n_train = int(len(ids) * (1 - self.val_fraction))
-        self.train_ids, self.val_ids = ids[:n_train], ids[n_train:]
-        need = self.block_size + 1
-        for name, split in (("training", self.train_ids), ("validation", self.val_ids)):
-            if len(split) < need:
-                raise ValueError(
-                    f"the corpus has {len(ids):,} tokens, so its {name} split has {len(split):,}: fewer than "
-                    f"block_size + 1 = {need} needed for one example. Use a longer corpus or a smaller "
-                    "--model.block_size"
-                )
+        if self.sharded:
+            train, val = (self.corpus.shards(self.tokenizer, s, self.shard_tokens, self.val_tokens) for s in SPLITS)
+            check_shards(train, val, self.block_size, self.stride)
+        else:
+            train, val = split_text(self.corpus.ids(self.tokenizer), self.val_fraction, self.block_size)
+        self.train_ids, self.val_ids = train, val
         # Characters per scored validation token (from the first million), so that losses
         # of different tokenizers compare as bits per character.
-        scored = self.val_ids[1 : 1 + 2**20]
+        scored = (self.val_ids[0] if self.sharded else self.val_ids)[1 : 1 + 2**20]
         self.val_chars_per_token = len(self.tokenizer.decode(scored.tolist())) / len(scored)
 
     def setup_examples(self) -> None:
@@ -237,8 +279,16 @@ class GPTDataModule(L.LightningDataModule):
         return {"epoch": max(epoch.current.started - 1, 0), "batches": batches.current.processed}
 
     def val_dataloader(self) -> DataLoader:
+        if self.mode != "windows":
+            dataset = self.val_ids
+        elif self.sharded:
+            dataset = ConcatDataset([EvalWindows(shard, self.block_size) for shard in self.val_ids])
+        else:
+            dataset = EvalWindows(self.val_ids, self.block_size)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(
-            EvalWindows(self.val_ids, self.block_size) if self.mode == "windows" else self.val_ids,
+            dataset,
+            sampler=EvalSampler(len(dataset), rank, world_size),  # each window on one rank, once
             collate_fn=self.collate(),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
@@ -260,3 +310,25 @@ class GPTDataModule(L.LightningDataModule):
         # Every sample of every prompt, in order; the model batches those of one length together.
         items = prompt_items(self.prompts(), self.num_samples)
         return DataLoader(items, batch_size=self.batch_size, collate_fn=as_list)
+
+
+def apply_tokens_per_step(trainer: L.Trainer, data: GPTDataModule) -> None:
+    """Before fit: the gradient accumulation that tokens_per_step asks for, said once. With
+    accumulation, validation stays every val_check_interval optimizer steps (Lightning
+    counts micro-batches)."""
+    if data.tokens_per_step is not None:
+        k = grad_accumulation(data.tokens_per_step, data.batch_size, data.block_size, trainer.world_size)
+        if trainer.accumulate_grad_batches not in (1, k):
+            raise ValueError(
+                f"data.tokens_per_step {data.tokens_per_step:,} means accumulating {k} micro-batches, but "
+                f"trainer.accumulate_grad_batches is {trainer.accumulate_grad_batches}; give one of the two"
+            )
+        trainer.accumulate_grad_batches = k
+        if trainer.is_global_zero:
+            print(
+                f"tokens per step: {data.tokens_per_step:,} = {trainer.world_size} devices x {data.batch_size} "
+                f"sequences x {data.block_size} tokens x {k} micro-batches accumulated",
+                file=sys.stderr,
+            )
+    if trainer.accumulate_grad_batches > 1 and isinstance(trainer.val_check_interval, int):
+        trainer.val_check_interval *= trainer.accumulate_grad_batches

@@ -2,16 +2,20 @@
 length (paragraphs, lines) padded per batch.
 
     TrainWindows     every (or every stride-th) window of block_size + 1 ids: x = ids[:-1], y = ids[1:]
+                     (of one array of ids, or of several shards: a window never spans two)
     EvalWindows      windows that score every target of a split exactly once
+    EvalSampler      a rank's share of an evaluation set, with nothing repeated to even the shares
     split_examples   paragraphs or lines, each cut to what one example holds
     PadBatch         a collate function: examples of different lengths -> (x, y, attention_mask)
     ResumableSampler a shuffled order per epoch that a resumed run can enter part-way through
+    grad_accumulation micro-batches per optimizer step, from the tokens a step should see
 
 Plain torch and numpy, no Lightning.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from typing import Literal
@@ -24,19 +28,35 @@ from gpt.masking import IGNORE_INDEX  # targets with this value are not scored
 
 
 class TrainWindows(Dataset):
-    """Windows of block_size + 1 ids starting every `stride` ids (stride 1 = every offset)."""
+    """Windows of block_size + 1 ids starting every `stride` ids (stride 1 = every offset), in
+    one array of ids or in each of several (shards), numbered one after the other."""
 
-    def __init__(self, ids: np.ndarray, block_size: int, stride: int = 1):
-        self.ids, self.block_size = ids, block_size
-        self.offsets = range(0, len(ids) - block_size, stride)
+    def __init__(self, ids: np.ndarray | list[np.ndarray], block_size: int, stride: int = 1):
+        self.shards = ids if isinstance(ids, list) else [ids]
+        self.block_size, self.stride = block_size, stride
+        counts = [len(range(0, len(s) - block_size, stride)) for s in self.shards]
+        self.first = np.cumsum([0, *counts]).tolist()  # the number of the first window of each shard
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return self.first[-1]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        o = self.offsets[i]
-        chunk = torch.from_numpy(self.ids[o : o + self.block_size + 1].astype(np.int64))
+        k = bisect.bisect_right(self.first, i) - 1
+        o = (i - self.first[k]) * self.stride
+        chunk = torch.from_numpy(self.shards[k][o : o + self.block_size + 1].astype(np.int64))
         return chunk[:-1], chunk[1:]
+
+    def __getstate__(self) -> dict:
+        # A DataLoader worker started by spawn gets a pickled copy: send the memory-mapped
+        # shards as their file names (pickling a memmap would copy all of its ids).
+        state = dict(self.__dict__)
+        state["shards"] = [(s.filename, s.dtype) if isinstance(s, np.memmap) else s for s in self.shards]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        shards = state["shards"]
+        state["shards"] = [np.memmap(s[0], dtype=s[1], mode="r") if isinstance(s, tuple) else s for s in shards]
+        self.__dict__.update(state)
 
 
 class EvalWindows(Dataset):
@@ -65,6 +85,63 @@ class EvalWindows(Dataset):
         x, y = chunk[:-1], chunk[1:].clone()
         y[:n_ignore] = IGNORE_INDEX
         return x, y
+
+
+class EvalSampler(DistributedSampler):
+    """A rank's share of an evaluation set: every world_size-th item, starting at its rank.
+    DistributedSampler evens the shares by repeating items, which would score some tokens
+    twice; here the shares may differ by one and every item is scored exactly once. (A
+    DistributedSampler so that Lightning keeps it rather than putting its own in.)"""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=False)
+        self.items = range(rank, n, world_size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def grad_accumulation(tokens_per_step: int, batch_size: int, block_size: int, world_size: int) -> int:
+    """Micro-batches each device accumulates so that an optimizer step sees tokens_per_step
+    tokens: tokens_per_step / (world_size x batch_size x block_size), which must be whole."""
+    micro = world_size * batch_size * block_size
+    if tokens_per_step < micro or tokens_per_step % micro:
+        fits = max(1, round(tokens_per_step / micro)) * micro
+        raise ValueError(
+            f"data.tokens_per_step {tokens_per_step:,} is not a multiple of the tokens one micro-batch of every "
+            f"device holds ({world_size} devices x batch_size {batch_size} x block_size {block_size} = {micro:,}); "
+            f"use e.g. --data.tokens_per_step {fits} or change data.batch_size"
+        )
+    return tokens_per_step // micro
+
+
+def split_text(ids: np.ndarray, val_fraction: float, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A running text's ids: the first 1 - val_fraction for training, the rest for validation;
+    each must hold one window of block_size + 1."""
+    n_train = int(len(ids) * (1 - val_fraction))
+    splits = ids[:n_train], ids[n_train:]
+    for name, split in zip(("training", "validation"), splits):
+        if len(split) < block_size + 1:
+            raise ValueError(
+                f"the corpus has {len(ids):,} tokens, so its {name} split has {len(split):,}: fewer than "
+                f"block_size + 1 = {block_size + 1} needed for one example. Use a longer corpus or a smaller "
+                "--model.block_size"
+            )
+    return splits
+
+
+def check_shards(train: list[np.ndarray], val: list[np.ndarray], block_size: int, stride: int) -> None:
+    """A corpus of documents must leave at least one training window after its validation ids."""
+    if len(TrainWindows(train, block_size, stride)) == 0 or not val:
+        n_val, n = sum(len(s) for s in val), sum(len(s) for s in train + val)
+        raise ValueError(
+            f"the corpus has {n:,} tokens, of which the first {n_val:,} are validation: too few left for one "
+            f"training window of block_size + 1 = {block_size + 1}. Use a smaller --data.val_tokens or "
+            "--data.shard_tokens, or a longer corpus"
+        )
 
 
 def split_examples(text: str, mode: Literal["paragraphs", "lines"]) -> list[str]:

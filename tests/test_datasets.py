@@ -1,10 +1,21 @@
 """gpt/datasets.py: training and evaluation windows, examples of natural length, padding."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from gpt.datasets import EvalWindows, PadBatch, TrainWindows, split_examples
+from gpt.datasets import (
+    EvalSampler,
+    EvalWindows,
+    PadBatch,
+    ResumableSampler,
+    TrainWindows,
+    grad_accumulation,
+    split_examples,
+)
 from gpt.masking import IGNORE_INDEX
 
 
@@ -59,3 +70,55 @@ def test_pad_batch_masked_keeps_the_example_as_its_own_target():
     assert x.tolist() == [[1, 2, 3], [4, 9, 9]]
     assert y.tolist() == [[1, 2, 3], [4, IGNORE_INDEX, IGNORE_INDEX]]
     assert torch.equal(x[attention_mask], y[attention_mask])  # the model picks its own targets
+
+
+def test_train_windows_over_shards_never_span_two(tmp_path):
+    shards = []
+    for i, n in enumerate((10, 3, 7)):  # the middle shard is too short for a window of 4 + 1
+        path = tmp_path / f"{i}.bin"
+        np.arange(100 * i, 100 * i + n, dtype=np.uint16).tofile(path)
+        shards.append(np.memmap(path, dtype=np.uint16, mode="r"))
+    windows = TrainWindows(shards, block_size=4, stride=2)
+    starts = [int(windows[i][0][0]) for i in range(len(windows))]
+    assert starts == [0, 2, 4, 200, 202]
+    for i in range(len(windows)):
+        x, y = windows[i]
+        assert torch.equal(y[:-1], x[1:]) and int(y[-1]) - int(x[0]) == 4  # one shard: consecutive ids
+    copy = pickle.loads(pickle.dumps(windows))  # what a spawned DataLoader worker gets
+    assert isinstance(copy.shards[0], np.memmap) and torch.equal(copy[4][0], windows[4][0])
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_every_rank_and_worker_trains_on_its_own_windows(world_size):
+    """The union of the ranks' batches in a step is the one-process batch of world_size times its
+    size, and no window is seen by two ranks or two DataLoader workers."""
+    ids = np.arange(500, dtype=np.int64)
+    windows = TrainWindows(ids, block_size=4, stride=4)
+    one = list(ResumableSampler(len(windows), seed=3))
+    seen = []
+    for rank in range(world_size):
+        sampler = ResumableSampler(len(windows), seed=3, rank=rank, world_size=world_size)
+        loader = DataLoader(windows, batch_size=2, sampler=sampler, num_workers=2, drop_last=True)
+        seen.append([int(x[0]) // 4 for batch in loader for x in batch[0]])
+    flat = [i for s in seen for i in s]
+    assert len(flat) == len(set(flat)) == (len(windows) // world_size // 2) * 2 * world_size  # whole batches
+    step0 = sorted(i for s in seen for i in s[:2])
+    assert step0 == sorted(one[: 2 * world_size])
+
+
+@pytest.mark.parametrize("n,world_size", [(7, 2), (9, 4), (2, 3)])
+def test_eval_sampler_gives_every_item_to_one_rank_once(n, world_size):
+    shares = [list(EvalSampler(n, rank, world_size)) for rank in range(world_size)]
+    assert sorted(i for s in shares for i in s) == list(range(n))
+    assert [len(EvalSampler(n, r, world_size)) for r in range(world_size)] == [len(s) for s in shares]
+
+
+def test_grad_accumulation_follows_from_tokens_per_step():
+    assert grad_accumulation(524_288, batch_size=16, block_size=1024, world_size=8) == 4
+    assert grad_accumulation(1024, batch_size=8, block_size=64, world_size=1) == 2
+    with pytest.raises(
+        ValueError,
+        match=r"tokens_per_step 1,000 is not a multiple .*\(2 devices x batch_size 8 x "
+        r"block_size 64 = 1,024\); use e.g. --data.tokens_per_step 1024",
+    ):
+        grad_accumulation(1000, batch_size=8, block_size=64, world_size=2)

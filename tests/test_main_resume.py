@@ -27,6 +27,8 @@ DATA = {
     "windows": "--data.corpus lines.txt".split(),
     "masked paragraphs": "--data.corpus speeches.txt --data.mode paragraphs --model.objective masked".split(),
     "lines": "--data.corpus lines.txt --data.mode lines".split(),
+    # 2 micro-batches of 4 a step (4 x 32 tokens x 2 = 256): a signal never splits a step
+    "accumulated": "--data.corpus lines.txt --data.batch_size 4 --data.tokens_per_step 256".split(),
 }
 TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}  # for helpers.SignalAtStep
 
@@ -70,6 +72,7 @@ def signal_at(step: int, **options) -> list[str]:
         ("masked paragraphs", 5, {}, 143, 6),  # the last step of an epoch (6 batches of speeches), and a validation
         ("masked paragraphs", 8, {}, 143, 9),
         ("lines", 2, {}, 143, 3),
+        ("accumulated", 4, {}, 143, 5),  # sent at the first micro-batch of step 5: saved after its second
     ],
 )
 def test_interrupted_and_resumed_logs_what_an_uninterrupted_run_logs(

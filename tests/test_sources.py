@@ -1,0 +1,64 @@
+"""gpt/sources.py: documents of .jsonl / .parquet files (and hub datasets) through `datasets`."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpt.sources import DocumentSource, HubDataset, is_document_corpus
+
+
+def write_jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def test_a_folder_of_jsonl_reads_every_record_in_path_order(tmp_path):
+    write_jsonl(tmp_path / "b" / "c.jsonl", [{"content": "third"}])
+    write_jsonl(tmp_path / "a.jsonl", [{"content": "first", "id": 1}, {"content": "second", "id": 2}])
+    source = DocumentSource(str(tmp_path), text_field="content")
+    assert list(source.documents()) == ["first", "second", "third"]
+    assert list(source.documents(skip=2)) == ["third"]
+    assert is_document_corpus(str(tmp_path)) and not is_document_corpus(str(tmp_path / "missing"))
+
+
+def test_parquet_files_and_their_key(tmp_path):
+    pq.write_table(pa.table({"text": ["one", "two"]}), tmp_path / "0.parquet")
+    pq.write_table(pa.table({"text": ["three"]}), tmp_path / "1.parquet")
+    source = DocumentSource(str(tmp_path))
+    assert list(source.documents()) == ["one", "two", "three"]
+    key = source.key()
+    assert DocumentSource(str(tmp_path)).key() == key  # the same data: the same shards
+    assert DocumentSource(str(tmp_path), text_field="body").key() != key
+    pq.write_table(pa.table({"text": ["THREE"]}), tmp_path / "1.parquet")
+    assert DocumentSource(str(tmp_path)).key() != key  # changed data: new shards
+
+
+def test_a_text_corpus_is_not_read_through_datasets(tmp_path):
+    (tmp_path / "a.txt").write_text("hello\n")
+    assert not is_document_corpus(str(tmp_path)) and not is_document_corpus(str(tmp_path / "a.txt"))
+    assert is_document_corpus(HubDataset("HuggingFaceFW/fineweb", name="sample-10BT"))
+
+
+def test_a_record_without_the_text_field_is_named(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "fine"}, {"body": "no text here"}])
+    with pytest.raises(ValueError, match=r"record 1 of corpus 'a' has no field 'text' \(its fields: body\)"):
+        list(DocumentSource(str(tmp_path / "a.jsonl")).documents())
+
+
+def test_mixed_folders_and_missing_paths_are_refused(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
+    pq.write_table(pa.table({"text": ["y"]}), tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="mixes .jsonl and .parquet"):
+        list(DocumentSource(str(tmp_path)).documents())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DocumentSource(str(tmp_path / "nope")).files()
+
+
+def test_an_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what a machine without internet sees, at once
+    source = DocumentSource(HubDataset("HuggingFaceFW/fineweb", name="sample-10BT"))
+    assert source.name == "fineweb-sample-10BT"
+    with pytest.raises(FileNotFoundError, match="could not open the hub dataset 'HuggingFaceFW/fineweb'"):
+        next(source.documents())
