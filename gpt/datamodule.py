@@ -326,7 +326,8 @@ def apply_tokens_per_step(trainer: L.Trainer, data: GPTDataModule) -> None:
         trainer.accumulate_grad_batches = k
         if trainer.is_global_zero:
             print(
-                f"tokens per step: {data.tokens_per_step:,} = {trainer.world_size} devices x {data.batch_size} "
+                f"tokens per step: {data.tokens_per_step:,} = {trainer.world_size} device"
+                f"{'s' if trainer.world_size > 1 else ''} x {data.batch_size} "
                 f"sequences x {data.block_size} tokens x {k} micro-batches accumulated",
                 file=sys.stderr,
             )

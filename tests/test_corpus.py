@@ -333,3 +333,14 @@ def test_any_corpus_bytes_are_read_whole_or_refused_by_name(tmp_path_factory, da
             list(corpus.blocks())
         return
     assert "".join(corpus.blocks()) == text.replace("\r\n", "\n").replace("\r", "\n")  # Python's universal newlines
+
+
+def test_a_corpus_of_documents_takes_a_published_or_saved_tokenizer_not_a_new_bpe(tmp_path):
+    from gpt.config import BPESettings
+
+    (tmp_path / "docs.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    corpus = Corpus(str(tmp_path / "docs.jsonl"), tmp_path / "data")
+    with pytest.raises(ValueError, match="a BPE is trained on a text corpus; for the documents of 'docs'"):
+        corpus.tokenizer(BPESettings(vocab_size=300))
+    chars = corpus.tokenizer(tokenizer_config("char"))
+    assert chars.eot_id is not None and chars.encode("onetw") == chars.encode("one") + chars.encode("tw")

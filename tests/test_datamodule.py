@@ -162,3 +162,9 @@ def test_predict_serves_every_sample_of_every_prompt(tmp_path):
     batches = list(dm.predict_dataloader())
     assert [[(i["index"], i["sample"]) for i in b] for b in batches] == [[(0, 0), (0, 1), (1, 0)], [(1, 1)]]
     assert GPTDataModule(prompt="x\\ny").prompts() == ["x\ny"] and GPTDataModule().prompts() == [None]
+
+
+def test_a_corpus_of_documents_trains_on_windows_only(tmp_path):
+    (tmp_path / "docs.jsonl").write_text('{"text": "one"}\n')
+    with pytest.raises(ValueError, match="data.mode paragraphs needs a text corpus"):
+        GPTDataModule(corpus=str(tmp_path / "docs.jsonl"), mode="paragraphs")

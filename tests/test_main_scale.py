@@ -102,7 +102,7 @@ def test_a_parquet_corpus_end_to_end(shakespeare, tmp_path):
     args = fit(corpus, tmp_path / "data", 4, *shards.split(), "--data.batch_size", "4", "--data.tokens_per_step", "256")
     result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "tokens per step: 256 = 1 devices x 4 sequences x 32 tokens x 2 micro-batches" in result.stderr
+    assert "tokens per step: 256 = 1 device x 4 sequences x 32 tokens x 2 micro-batches" in result.stderr
     (folder,) = (tmp_path / "data" / "shards").iterdir()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [s["file"] for s in manifest["shards"][:2]] == ["val_000000.bin", "train_000001.bin"]
