@@ -3,7 +3,7 @@
     trainer:
       callbacks:
         - class_path: gpt.eval_callbacks.HellaSwagEval
-          init_args: {path: data/hellaswag/hellaswag_val.jsonl, limit: 1000}
+          init_args: {path: val, limit: 1000}     # val: downloaded once into data/hellaswag
 
 The scoring itself is plain torch (`gpt/hellaswag.py`); this file only decides when it
 runs and where its numbers go.
@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from gpt.hellaswag import correct_counts, encode_item, read_items
+from gpt.hellaswag import HELLASWAG_URLS, correct_counts, download, encode_item, read_items
 
 
 class HellaSwagEval(Callback):
@@ -27,21 +27,28 @@ class HellaSwagEval(Callback):
     Under DDP each process scores every world_size-th item and the counts are summed, so
     the whole set costs 1/world_size of the time on each."""
 
-    def __init__(self, path: str, limit: int | None = None):
+    def __init__(self, path: str = "val", limit: int | None = None, data_dir: str = "data"):
         """
         Args:
-            path: A HellaSwag jsonl file (`python -m gpt.hellaswag --help` downloads one;
-                data/hellaswag/hellaswag_val.jsonl after that).
+            path: A HellaSwag jsonl file, or the name of a split ("val", "train") to download
+                once into data_dir/hellaswag (on the first process; the others wait).
             limit: Score the first `limit` items only (None: all; the val split has 10,042).
+            data_dir: Where a split named by `path` is downloaded.
         """
         if limit is not None and limit < 1:
             raise ValueError(f"HellaSwagEval limit must be at least 1, got {limit}")
-        self.path, self.limit = path, limit
+        self.path, self.limit, self.data_dir = path, limit, data_dir
         self.items: list[dict[str, Any]] | None = None
         self._encodable = False  # every item encoded once with the model's tokenizer
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.items = read_items(self.path, self.limit)  # a bad file stops the run before it starts
+        path = self.path
+        if path in HELLASWAG_URLS:  # a split: downloaded once, by the first process
+            if trainer.is_global_zero:
+                download(path, self.data_dir)
+            trainer.strategy.barrier("hellaswag")
+            path = download(path, self.data_dir)  # there now: only its path
+        self.items = read_items(path, self.limit)  # a bad file stops the run before it starts
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_encodable(pl_module)

@@ -208,3 +208,28 @@ def test_items_the_tokenizer_cannot_encode_stop_the_fit_before_training(tmp_path
     result = main_here(*fit_args(tmp_path / "corpus.txt", tmp_path / "data", steps=2), *callback, cwd=tmp_path)
     assert_clean_error(result, "cannot be encoded: character '['")
     assert not list(tmp_path.glob("lightning_logs/**/*.ckpt"))
+
+
+def test_the_callback_takes_a_split_name_and_downloads_it_once(tmp_path, monkeypatch):
+    """path: val reads data_dir/hellaswag/hellaswag_val.jsonl, fetched by the first process only."""
+    from types import SimpleNamespace
+
+    import gpt.eval_callbacks as eval_callbacks
+
+    fetched, barriers = [], []
+
+    def fake_download(split, data_dir):  # what gpt.hellaswag.download does online, without the network
+        path = Path(data_dir) / "hellaswag" / f"hellaswag_{split}.jsonl"
+        if not path.exists():
+            fetched.append(split)
+            path.parent.mkdir(parents=True)
+            write_jsonl(path, ITEMS)
+        return path
+
+    monkeypatch.setattr(eval_callbacks, "download", fake_download)
+    for rank in (0, 1):
+        trainer = SimpleNamespace(is_global_zero=rank == 0, strategy=SimpleNamespace(barrier=barriers.append))
+        callback = eval_callbacks.HellaSwagEval(path="val", data_dir=str(tmp_path))
+        callback.setup(trainer, None, "fit")
+        assert callback.items == read_items(tmp_path / "hellaswag" / "hellaswag_val.jsonl")
+    assert fetched == ["val"] and barriers == ["hellaswag", "hellaswag"]
