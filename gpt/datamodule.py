@@ -70,7 +70,7 @@ class GPTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        corpus: str | HubDataset = "shakespeare",
+        corpus: str = "shakespeare",
         tokenizer: TokenizerConfig | None = None,
         data_dir: str = "data",
         block_size: int = 256,
@@ -90,14 +90,14 @@ class GPTDataModule(L.LightningDataModule):
         shard_tokens: int = SHARD_TOKENS,
         val_tokens: int | None = None,
         tokenize_workers: int | None = None,
+        hub: HubDataset | None = None,
     ):
         """
         Args:
             corpus: "shakespeare" (found under data_dir, else downloaded), the path of a
                 UTF-8 text file, or a folder whose .txt files (sorted by path, subfolders
                 included) are the documents, joined with <|endoftext|>. Or documents, tokenized
-                into shards: a .jsonl/.parquet file or folder of them, or a Hugging Face dataset
-                {path: HuggingFaceFW/fineweb, name: sample-10BT, split: train}, streamed.
+                into shards: a .jsonl/.parquet file or a folder of them (see also hub).
             tokenizer: Which tokenizer: {kind: char} (unset: the corpus's characters),
                 {kind: tiktoken, encoding: gpt2}, or {kind: bpe, vocab_size: 4096} trained on the
                 training split (saved under data_dir/tokenizers and reused). Each kind has only its
@@ -135,6 +135,8 @@ class GPTDataModule(L.LightningDataModule):
             val_tokens: A corpus of documents: the first ids, held out for validation (default:
                 one shard).
             tokenize_workers: Processes that tokenize a corpus of documents (default: every core).
+            hub: A Hugging Face hub dataset to stream as the corpus, in place of data.corpus:
+                {path: HuggingFaceFW/fineweb, name: sample-10BT, split: train}.
         """
         super().__init__()
         for name, value in (
@@ -156,7 +158,7 @@ class GPTDataModule(L.LightningDataModule):
             raise ValueError("give data.prompt or data.prompts_file, not both")
         if val_tokens is not None and val_tokens < block_size + 1:
             raise ValueError(f"val_tokens must be at least block_size + 1 = {block_size + 1}, got {val_tokens}")
-        self.corpus = Corpus(corpus, data_dir, text_field)
+        self.corpus = Corpus(hub or corpus, data_dir, text_field)
         self.sharded = self.corpus.documents is not None
         if self.sharded and mode != "windows":
             raise ValueError(f"data.mode {mode} needs a text corpus; a corpus of documents trains on windows")

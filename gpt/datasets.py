@@ -135,8 +135,10 @@ def split_text(ids: np.ndarray, val_fraction: float, block_size: int) -> tuple[n
 
 def check_shards(train: list[np.ndarray], val: list[np.ndarray], block_size: int, stride: int) -> None:
     """A corpus of documents must leave at least one training window after its validation ids."""
+    n_val, n = sum(len(s) for s in val), sum(len(s) for s in train + val)
+    if n == 0:
+        raise ValueError("the corpus has no text: its files hold no documents (or only empty ones)")
     if len(TrainWindows(train, block_size, stride)) == 0 or not val:
-        n_val, n = sum(len(s) for s in val), sum(len(s) for s in train + val)
         raise ValueError(
             f"the corpus has {n:,} tokens, of which the first {n_val:,} are validation: too few left for one "
             f"training window of block_size + 1 = {block_size + 1}. Use a smaller --data.val_tokens or "

@@ -24,7 +24,9 @@ Plain Python and numpy, no Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import itertools
 import json
 import logging
@@ -147,6 +149,27 @@ def finished_shards(folder: Path, settings: dict) -> list[dict]:
     return kept
 
 
+def complete_manifest(folder: Path, settings: dict) -> dict | None:
+    """The manifest of shards finished with these settings, or None."""
+    manifest = read_manifest(folder)
+    done = manifest is not None and manifest.get("complete")
+    return manifest if done and {k: manifest.get(k) for k in settings} == settings else None
+
+
+@contextlib.contextmanager
+def one_writer(folder: Path) -> Iterator[None]:
+    """Hold the folder's lock: two runs started on the same corpus (or every machine of a
+    cluster on a shared disk) tokenize it once, the others wait and then read it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"Waiting for another process that is tokenizing into {folder}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def write_shards(
     documents: Callable[[int], Iterator[str]],
     tokenizer: Tokenizer,
@@ -175,67 +198,84 @@ def write_shards(
     val_tokens = shard_tokens if val_tokens is None else val_tokens
     dtype = np.dtype(id_dtype(tokenizer.vocab_size))
     settings = {"shard_tokens": shard_tokens, "val_tokens": val_tokens, "dtype": dtype.name, **(identity or {})}
-    old = read_manifest(folder)
-    if old is not None and old.get("complete") and {k: old.get(k) for k in settings} == settings:
-        return old  # done before (open_shards checks the files)
-    shards = finished_shards(folder, settings)
-    manifest = {**settings, "shards": shards, "complete": False}
-    written = sum(s["tokens"] for s in shards)
-    doc, offset = (shards[-1]["next_doc"], shards[-1]["next_offset"]) if shards else (0, 0)
-    if shards:
-        log.info(f"Carrying on from {len(shards)} finished shards ({written:,} tokens) in {folder}")
+    if (manifest := complete_manifest(folder, settings)) is not None:
+        return manifest  # done before (open_shards checks the files)
+    with one_writer(folder):
+        if (manifest := complete_manifest(folder, settings)) is not None:
+            return manifest  # another process finished them while this one waited
+        shards = finished_shards(folder, settings)
+        if shards:
+            tokens = sum(s["tokens"] for s in shards)
+            log.info(f"Carrying on from {len(shards)} finished shards ({tokens:,} tokens) in {folder}")
+        writer = ShardWriter(folder, {**settings, "shards": shards, "complete": False}, dtype)
+        doc, offset = (shards[-1]["next_doc"], shards[-1]["next_offset"]) if shards else (0, 0)
+        bar = tqdm(
+            desc=f"Tokenizing into {folder.name}", unit="tok", unit_scale=True, initial=writer.written, disable=None
+        )
+        with bar:
+            workers = workers or os.cpu_count() or 1
+            for doc, ids in enumerate(encoded(documents(doc), tokenizer, workers), start=doc):
+                writer.add(ids, doc, offset)  # the first document after a restart: from `offset` on
+                bar.update(len(ids) - offset)
+                offset = 0
+            writer.flush(doc + 1, 0)
+        writer.manifest["complete"] = True
+        write_text(folder / "manifest.json", json.dumps(writer.manifest, indent=1) + "\n")
+        log.info(f"Tokenized {writer.written:,} tokens into {len(writer.manifest['shards'])} shards in {folder}")
+        return writer.manifest
 
-    buffer = np.empty(shard_tokens, dtype=dtype)
-    filled = 0
 
-    def capacity() -> tuple[str, int]:
-        """The split of the shard being filled, and how many ids it takes."""
-        if written < val_tokens:
-            return "val", min(shard_tokens, val_tokens - written)
+class ShardWriter:
+    """Fills shards with ids, document after document, and writes each when it is full: the
+    shard atomically, then the manifest that lists it, with where the next shard starts."""
+
+    def __init__(self, folder: Path, manifest: dict, dtype: np.dtype):
+        self.folder, self.manifest = folder, manifest
+        self.written = sum(s["tokens"] for s in manifest["shards"])  # ids in finished shards
+        self.buffer = np.empty(manifest["shard_tokens"], dtype=dtype)
+        self.filled = 0  # ids in the buffer
+
+    def capacity(self) -> tuple[str, int]:
+        """The split of the shard being filled, and how many ids it takes: the first val_tokens
+        ids are validation shards, the rest training shards."""
+        shard_tokens, val_tokens = self.manifest["shard_tokens"], self.manifest["val_tokens"]
+        if self.written < val_tokens:
+            return "val", min(shard_tokens, val_tokens - self.written)
         return "train", shard_tokens
 
-    def flush(next_doc: int, next_offset: int) -> None:
-        nonlocal written, filled
-        split, _ = capacity()
-        name = shard_name(split, len(manifest["shards"]))
-        with atomic_write(folder / name) as f:
-            f.write(buffer[:filled].tobytes())
-        manifest["shards"].append(
+    def add(self, ids: np.ndarray, doc: int, start: int = 0) -> None:
+        """Document `doc`'s ids from `start` on."""
+        while start < len(ids):
+            _, room = self.capacity()
+            take = min(room - self.filled, len(ids) - start)
+            self.buffer[self.filled : self.filled + take] = ids[start : start + take]
+            self.filled, start = self.filled + take, start + take
+            if self.filled == room:  # the next shard starts inside this document, or at the next one
+                if start < len(ids):
+                    self.flush(doc, start)
+                else:
+                    self.flush(doc + 1, 0)
+
+    def flush(self, next_doc: int, next_offset: int) -> None:
+        """Write the buffer as the next shard (if it holds anything), then the manifest."""
+        if not self.filled:
+            return
+        split, _ = self.capacity()
+        name = shard_name(split, len(self.manifest["shards"]))
+        with atomic_write(self.folder / name) as f:
+            f.write(self.buffer[: self.filled].tobytes())
+        self.manifest["shards"].append(
             {
                 "file": name,
                 "split": split,
-                "tokens": filled,
-                "md5": md5_of(folder / name),
+                "tokens": self.filled,
+                "md5": md5_of(self.folder / name),
                 "next_doc": next_doc,  # where the next shard begins: this document,
                 "next_offset": next_offset,  # after this many of its ids
             }
         )
-        write_text(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")  # after the shard it vouches for
-        written, filled = written + filled, 0
-
-    workers = workers or os.cpu_count() or 1
-    bar = tqdm(desc=f"Tokenizing into {folder.name}", unit="tok", unit_scale=True, initial=written, disable=None)
-    with bar:
-        for doc, ids in enumerate(encoded(documents(doc), tokenizer, workers), start=doc):
-            ids, start = ids[offset:], offset
-            offset = 0
-            while len(ids):
-                _, room = capacity()
-                take = min(room - filled, len(ids))
-                buffer[filled : filled + take] = ids[:take]
-                filled, ids, start = filled + take, ids[take:], start + take
-                bar.update(take)
-                if filled == room:  # the next shard starts inside this document, or at the next one
-                    if len(ids):
-                        flush(doc, start)
-                    else:
-                        flush(doc + 1, 0)
-        if filled:
-            flush(doc + 1, 0)
-    manifest["complete"] = True
-    write_text(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    log.info(f"Tokenized {written:,} tokens into {len(manifest['shards'])} shards in {folder}")
-    return manifest
+        write_text(self.folder / "manifest.json", json.dumps(self.manifest, indent=1) + "\n")  # after the shard
+        self.written, self.filled = self.written + self.filled, 0
 
 
 # ---- reading shards

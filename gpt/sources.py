@@ -16,6 +16,7 @@ Plain Python, no Lightning.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,17 +125,37 @@ class DocumentSource:
 
     def documents(self, skip: int = 0) -> Iterator[str]:
         """The text of every record, in order, after the first `skip` records."""
-        dataset = self.dataset()
+        try:
+            dataset = self.dataset()
+        except StopIteration:  # `datasets` finds no record to infer the columns from: no documents
+            return
+        except FileNotFoundError:  # ours, which says what to do
+            raise
+        except (OSError, ValueError) as e:  # not JSON, not parquet: pyarrow's errors
+            raise ValueError(f"corpus {self.name!r} cannot be read ({type(e).__name__}: {e})") from None
         if skip:
             dataset = dataset.skip(skip)
-        for i, record in enumerate(dataset, start=skip):
-            text = record.get(self.text_field)  # None too where other records of the file have it
-            if text is None:
-                fields = ", ".join(sorted(k for k, v in record.items() if v is not None))
+        records = iter(dataset)
+        for i in itertools.count(skip):
+            try:
+                record = next(records)
+            except StopIteration:  # the end (an empty file ends at once)
+                return
+            except (OSError, ValueError) as e:  # not JSON, not parquet, cut short: pyarrow's errors
                 raise ValueError(
-                    f"record {i} of corpus {self.name!r} has no field {self.text_field!r} (its fields: {fields}); "
-                    "name the text field with --data.text_field"
-                )
-            if not isinstance(text, str):
-                raise ValueError(f"record {i} of corpus {self.name!r}: field {self.text_field!r} is not text")
-            yield text
+                    f"corpus {self.name!r} cannot be read after record {i} ({type(e).__name__}: {e}); check its "
+                    "files, or give another --data.corpus"
+                ) from None
+            yield self.text_of(record, i)
+
+    def text_of(self, record: dict, i: int) -> str:
+        text = record.get(self.text_field)  # None too where other records of the file have it
+        if text is None:
+            fields = ", ".join(sorted(k for k, v in record.items() if v is not None))
+            raise ValueError(
+                f"record {i} of corpus {self.name!r} has no field {self.text_field!r} (its fields: {fields}); "
+                "name the text field with --data.text_field"
+            )
+        if not isinstance(text, str):
+            raise ValueError(f"record {i} of corpus {self.name!r}: field {self.text_field!r} is not text")
+        return text

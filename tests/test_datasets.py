@@ -122,3 +122,13 @@ def test_grad_accumulation_follows_from_tokens_per_step():
         r"block_size 64 = 1,024\); use e.g. --data.tokens_per_step 1024",
     ):
         grad_accumulation(1000, batch_size=8, block_size=64, world_size=2)
+
+
+def test_shards_must_leave_a_training_window_after_validation():
+    from gpt.datasets import check_shards
+
+    with pytest.raises(ValueError, match="the corpus has no text"):
+        check_shards([], [], block_size=4, stride=4)
+    with pytest.raises(ValueError, match="the corpus has 14 tokens, of which the first 10 are validation"):
+        check_shards([np.zeros(4)], [np.zeros(10)], block_size=4, stride=4)
+    check_shards([np.zeros(5)], [np.zeros(10)], block_size=4, stride=4)  # one window of 4 + 1: enough

@@ -148,3 +148,17 @@ def test_tokenization_killed_outright_carries_on_to_the_same_shards(shakespeare,
     assert files == sorted(p.name for p in manifest.parent.iterdir())
     for name in files:
         assert (expected / name).read_bytes() == (manifest.parent / name).read_bytes(), name
+
+
+def test_a_jsonl_file_on_the_command_line_and_a_hub_dataset_offline(tmp_path):
+    """--data.corpus FILE.jsonl is the file (never its contents read as a setting), and a hub
+    dataset that cannot be reached is one error line."""
+    corpus = tmp_path / "one.jsonl"
+    corpus.write_text("".join(f'{{"text": "speech {i}: " }}\n' for i in range(300)))
+    result = run_main(*fit(corpus, tmp_path / "data", 2, "--data.val_tokens", "600"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = (tmp_path / "data" / "shards").iterdir()
+    assert folder.name.startswith("one-")
+    hub = "--data.hub.path HuggingFaceFW/fineweb --data.hub.name sample-10BT".split()
+    result = run_main(*fit(corpus, tmp_path / "data", 2), *hub, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert_clean_error(result, "could not open the hub dataset 'HuggingFaceFW/fineweb' (name 'sample-10BT'")

@@ -109,3 +109,30 @@ def test_a_tokenizer_without_endoftext_is_refused(tmp_path):
         write_shards(documents, CharTokenizer("abc"), tmp_path)
     with pytest.raises(FileNotFoundError, match="not complete"):
         open_shards(tmp_path, "train")
+
+
+def test_a_second_writer_waits_and_reads_what_the_first_wrote(tmp_path):
+    """Two runs on one corpus (or every machine on a shared disk): one tokenizes, the other
+    waits for its lock and then takes the finished shards without reading a document."""
+    import threading
+
+    from gpt.shards import one_writer
+
+    reference = write_shards(documents, TOKENIZER, tmp_path / "reference", shard_tokens=64, workers=1)
+    folder = tmp_path / "shared"
+    read = []
+
+    def second(skip=0):
+        read.append(skip)
+        return documents(skip)
+
+    results = []
+    with one_writer(folder):  # the first run, tokenizing
+        waiter = threading.Thread(target=lambda: results.append(write_shards(second, TOKENIZER, folder, 64, workers=1)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not results  # waiting for the lock
+        for path in (tmp_path / "reference").iterdir():  # the first run finishes its shards
+            (folder / path.name).write_bytes(path.read_bytes())
+    waiter.join(timeout=10)
+    assert results == [reference] and read == []

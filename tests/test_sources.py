@@ -62,3 +62,14 @@ def test_an_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
     assert source.name == "fineweb-sample-10BT"
     with pytest.raises(FileNotFoundError, match="could not open the hub dataset 'HuggingFaceFW/fineweb'"):
         next(source.documents())
+
+
+def test_files_that_are_not_what_they_say_are_named_and_empty_ones_hold_nothing(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(ValueError, match=r"corpus 'bad' cannot be read \(ArrowInvalid: Parquet magic bytes"):
+        list(DocumentSource(str(tmp_path / "bad.parquet")).documents())
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"corpus 'bad' cannot be read .*JSON parse error"):
+        list(DocumentSource(str(tmp_path / "bad.jsonl")).documents())
+    (tmp_path / "empty.jsonl").write_text("")
+    assert list(DocumentSource(str(tmp_path / "empty.jsonl")).documents()) == []
