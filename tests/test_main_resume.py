@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -29,6 +31,8 @@ DATA = {
     "lines": "--data.corpus lines.txt --data.mode lines".split(),
     # 2 micro-batches of 4 a step (4 x 32 tokens x 2 = 256): a signal never splits a step
     "accumulated": "--data.corpus lines.txt --data.batch_size 4 --data.tokens_per_step 256".split(),
+    # a corpus of documents: parquet -> shards (2 training shards), windows that never span two
+    "shards": "--data.corpus docs --data.shard_tokens 3000 --data.val_tokens 500".split(),
 }
 TESTS_ON_PATH = {"PYTHONPATH": str(ROOT / "tests")}  # for helpers.SignalAtStep
 
@@ -37,6 +41,10 @@ def workdir(path):
     path.mkdir(parents=True, exist_ok=True)
     (path / "lines.txt").write_text(LINES_TEXT)
     (path / "speeches.txt").write_text(SPEECHES_TEXT)
+    (path / "docs").mkdir(exist_ok=True)
+    lines = LINES_TEXT.splitlines(keepends=True)
+    pq.write_table(pa.table({"text": lines[: len(lines) // 2]}), path / "docs" / "0.parquet")
+    pq.write_table(pa.table({"text": lines[len(lines) // 2 :]}), path / "docs" / "1.parquet")
     return path
 
 
@@ -72,7 +80,8 @@ def signal_at(step: int, **options) -> list[str]:
         ("masked paragraphs", 5, {}, 143, 6),  # the last step of an epoch (6 batches of speeches), and a validation
         ("masked paragraphs", 8, {}, 143, 9),
         ("lines", 2, {}, 143, 3),
-        ("accumulated", 4, {}, 143, 5),  # sent at the first micro-batch of step 5: saved after its second
+        ("accumulated", 4, {}, 143, 5),
+        ("shards", 4, {}, 143, 5),  # sent at the first micro-batch of step 5: saved after its second
     ],
 )
 def test_interrupted_and_resumed_logs_what_an_uninterrupted_run_logs(
