@@ -189,6 +189,7 @@ def test_every_model_and_sampling_setting_is_documented_in_help_and_settable(tmp
         "qkv_bias": "true",
         "tie_weights": "false",
         "rope_base": "500.0",
+        "padded_vocab_multiple": "64",
     }
     assert sorted(values) == sorted(settable)
     args = [a for name, value in values.items() for a in (f"--model.{name}", value)]
