@@ -29,7 +29,7 @@ from gpt.generation import SEPARATOR, SamplingSettings, complete_many
 from gpt.hf import load_hf
 from gpt.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
 from gpt.model import GPT, build_model
-from gpt.optim import WarmupCosine, adamw, describe_groups
+from gpt.optim import WarmupCosine, adamw, describe_groups, muon_adamw
 from gpt.tokenizers import Tokenizer
 
 VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
@@ -90,6 +90,7 @@ class LitGPT(L.LightningModule):
         weight_decay: float = 0.1,
         beta1: float = 0.9,
         beta2: float = 0.99,
+        optimizer: Literal["adamw", "muon"] = "adamw",
         val_sample_tokens: int = 200,
         compile: bool = False,
         tf32: bool = True,
@@ -114,6 +115,9 @@ class LitGPT(L.LightningModule):
             weight_decay: AdamW weight decay, applied to matrices only.
             beta1: AdamW beta1.
             beta2: AdamW beta2.
+            optimizer: "adamw" for every weight, or "muon": Muon for the hidden matrices (attention
+                and MLP weights, orthogonalised updates, as the modded-nanogpt speedrun) and AdamW for
+                embeddings, the output layer, biases and gains; one learning rate for both.
             val_sample_tokens: Tokens of text generated and logged to TensorBoard at each
                 validation (0 turns it off).
             compile: torch.compile the model for fit, validate and test (the first steps wait while
@@ -245,8 +249,9 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = adamw(self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2))  # fused on CUDA
-        rank_zero_info(f"AdamW: {describe_groups(optimizer.param_groups)}")
+        make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw  # AdamW fused on CUDA
+        optimizer = make(self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2))
+        rank_zero_info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
         if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
             hp.decay_steps = int(self.trainer.estimated_stepping_batches)  # max_steps, or epochs x batches
         scheduler = WarmupCosine(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, hp.decay_steps)
@@ -258,7 +263,7 @@ class LitGPT(L.LightningModule):
         hp = self.hparams
         for group in self.trainer.optimizers[0].param_groups:
             group["betas"] = (hp.beta1, hp.beta2)
-            group["weight_decay"] = hp.weight_decay if group.get("name") == "decay" else 0.0
+            group["weight_decay"] = hp.weight_decay if group.get("name") in ("decay", "muon") else 0.0
 
     # ---- the tokenizer and checkpoints
 

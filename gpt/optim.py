@@ -1,7 +1,8 @@
-"""AdamW with weight decay on matrices only, and nanoGPT's learning-rate schedule: linear
-warmup, then cosine decay to min_lr.
+"""AdamW with weight decay on matrices only (or Muon for the hidden matrices and AdamW for
+the rest), and nanoGPT's learning-rate schedule: linear warmup, then cosine decay to min_lr.
 
     optimizer = adamw(model, learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
+    optimizer = muon_adamw(model, learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
     scheduler = warmup_cosine(optimizer, warmup_steps=100, decay_steps=5000, min_lr=1e-4)
     # every optimizer step: optimizer.step(); scheduler.step()
 
@@ -39,7 +40,7 @@ def describe_groups(groups: list[dict[str, Any]]) -> str:
     """One line saying how many tensors and parameters each group holds."""
     return "; ".join(
         f"{len(g['params'])} tensors, {sum(p.numel() for p in g['params']):,} parameters with weight decay "
-        f"{g['weight_decay']}"
+        f"{g['weight_decay']}" + (" (Muon)" if g.get("name") == "muon" else "")
         for g in groups
     )
 
@@ -62,6 +63,80 @@ def adamw(
     if fused is None:
         fused = use_fused(model.parameters())
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=learning_rate, betas=betas, fused=fused)
+
+
+def is_hidden_matrix(name: str, module: nn.Module) -> bool:
+    """A Linear inside the network: attention and MLP weights, not the output layer."""
+    return isinstance(module, nn.Linear) and not name.endswith("lm_head")
+
+
+def muon_adamw(
+    model: nn.Module, learning_rate: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99)
+) -> MuonAdamW:
+    """Muon (Jordan et al. 2024, as the modded-nanogpt speedrun uses it) for the hidden matrices,
+    AdamW for embeddings, the output layer, biases and gains, which Muon is not meant for.
+
+    One learning rate serves both: torch's Muon scales its orthogonalised update to the RMS of
+    an AdamW update (adjust_lr_fn="match_rms_adamw", Liu et al. 2025, "Muon is scalable").
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # tied heads included
+    hidden = [
+        m.weight
+        for name, m in model.named_modules()
+        if is_hidden_matrix(name, m) and id(m.weight) not in embeddings and m.weight.requires_grad
+    ]
+    rest = [
+        g | {"params": [p for p in g["params"] if all(p is not h for h in hidden)]}
+        for g in param_groups(model, weight_decay)
+    ]
+    muon = torch.optim.Muon(
+        [{"params": hidden, "weight_decay": weight_decay, "name": "muon"}],
+        lr=learning_rate,
+        momentum=0.95,
+        adjust_lr_fn="match_rms_adamw",
+    )
+    adam = torch.optim.AdamW(rest, lr=learning_rate, betas=betas, fused=use_fused(model.parameters()))
+    return MuonAdamW(muon, adam)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Two optimizers stepped as one, so that Lightning, the LR schedule and gradient clipping
+    see a single optimizer: param_groups is both lists (the same dicts), the state both states."""
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
+        self.optimizers = (muon, adamw)
+        super().__init__([p for g in muon.param_groups + adamw.param_groups for p in g["params"]], adamw.defaults)
+        self.param_groups = muon.param_groups + adamw.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.optimizers[0].state, **self.optimizers[1].state}
+
+    @state.setter
+    def state(self, value: dict) -> None:  # Optimizer.__init__ sets it: the inner ones hold it
+        pass
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.optimizers[0].state_dict(), "adamw": self.optimizers[1].state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.optimizers[0].load_state_dict(state_dict["muon"])
+        self.optimizers[1].load_state_dict(state_dict["adamw"])
+        self.param_groups = self.optimizers[0].param_groups + self.optimizers[1].param_groups
 
 
 def cosine_lr(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

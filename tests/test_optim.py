@@ -1,11 +1,14 @@
 """gpt/optim.py: AdamW's groups, the warmup + cosine schedule, and the scheduler that applies it."""
 
+import copy
+
 import pytest
 import torch
 
 from gpt.config import GPTConfig
 from gpt.model import GPT
 from gpt.optim import adamw, cosine_lr, describe_groups, param_groups, warmup_cosine
+from helpers import tiny_config
 
 
 def test_lr_schedule_points():
@@ -134,3 +137,45 @@ def test_under_fsdp_the_weights_keep_their_groups_and_the_loss_is_one_process(tm
     assert sharded["groups"] == [len(g["params"]) for g in param_groups(model, 0.1)]
     loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten()).item()
     assert sharded["loss"] == pytest.approx(loss, abs=1e-5)
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from gpt.optim import muon_adamw
+
+    model = GPT(tiny_config())
+    optimizer = muon_adamw(model, learning_rate=1e-2, weight_decay=0.1)
+    muon, *adamw_groups = optimizer.param_groups
+    block_linears = [m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".h." in n]
+    assert muon["name"] == "muon" and len(muon["params"]) == len(block_linears) == 8
+    assert {id(p) for p in muon["params"]} == {id(p) for p in block_linears}
+    everything = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())  # each once, none missed
+    assert id(model.transformer.wte.weight) in {id(p) for p in adamw_groups[0]["params"]}  # the (tied) embedding
+
+
+def test_muon_resumed_from_its_state_dict_steps_as_if_never_stopped():
+    from gpt.optim import muon_adamw
+
+    def train(model, optimizer, steps, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(0, 50, (4, 17), generator=g)
+            logits = model(idx[:, :-1])
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    torch.manual_seed(0)
+    straight = GPT(tiny_config())
+    resumed = copy.deepcopy(straight)
+    optimizer = muon_adamw(straight, 1e-2, 0.1)
+    train(straight, optimizer, 3, seed=1)
+    saved_model, saved_optimizer = copy.deepcopy(straight.state_dict()), copy.deepcopy(optimizer.state_dict())
+    train(straight, optimizer, 3, seed=2)
+    resumed.load_state_dict(saved_model)
+    again = muon_adamw(resumed, 1e-2, 0.1)
+    again.load_state_dict(saved_optimizer)
+    train(resumed, again, 3, seed=2)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert len(again.state) == len(list(straight.parameters()))  # both optimizers' moments came back
