@@ -115,16 +115,14 @@ class LitGPT(L.LightningModule):
             weight_decay: AdamW weight decay, applied to matrices only.
             beta1: AdamW beta1.
             beta2: AdamW beta2.
-            optimizer: "adamw" for every weight, or "muon": Muon for the hidden matrices (attention
-                and MLP weights, orthogonalised updates, as the modded-nanogpt speedrun) and AdamW for
-                embeddings, the output layer, biases and gains; one learning rate for both.
+            optimizer: "adamw", or "muon": Muon for the attention and MLP matrices (as the modded-nanogpt
+                speedrun), AdamW for the rest; one learning rate.
             val_sample_tokens: Tokens of text generated and logged to TensorBoard at each
                 validation (0 turns it off).
             compile: torch.compile the model for fit, validate and test (the first steps wait while
                 it compiles; predict samples uncompiled: its inputs change shape at every token).
                 Fastest on a GPU; on a CPU it needs a C++ compiler. Checkpoints are the same either way.
-            tf32: On a CUDA GPU, fp32 matmuls in TensorFloat-32 (torch.set_float32_matmul_precision
-                "high"): several times faster on tensor cores, with a 10-bit mantissa. No effect on a CPU.
+            tf32: On CUDA, fp32 matmuls in TensorFloat-32 (10-bit mantissa, fast on tensor cores); not on a CPU.
             sampling: How predict samples (not saved with the model: each predict says its own).
             config: The model: GPTConfig's fields (gpt/config.py), each given here overriding
                 its preset's value, e.g. preset="baby", n_layer=4.

@@ -203,6 +203,8 @@ def write_shards(
     with one_writer(folder):
         if (manifest := complete_manifest(folder, settings)) is not None:
             return manifest  # another process finished them while this one waited
+        for stale in folder.glob(".*.tmp"):  # a shard a killed run was writing: never finished
+            stale.unlink()
         shards = finished_shards(folder, settings)
         if shards:
             tokens = sum(s["tokens"] for s in shards)

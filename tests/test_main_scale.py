@@ -144,6 +144,7 @@ def test_tokenization_killed_outright_carries_on_to_the_same_shards(shakespeare,
     rerun = run_main(*fit(corpus, tmp_path / "data", 2, *sizes), cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"Carrying on from {len(written['shards'])} finished shards" in rerun.stderr
+    assert not list(manifest.parent.glob(".*.tmp"))  # the killed run's unfinished shard, cleared
     files = sorted(p.name for p in expected.iterdir())
     assert files == sorted(p.name for p in manifest.parent.iterdir())
     for name in files:
