@@ -54,15 +54,7 @@ from gpt.tokenizers import TiktokenTokenizer  # noqa: E402
 BYTES_PER_TOKEN = 3.3  # gpt2 on Tiny Shakespeare: how much text a token of the target takes
 
 
-def find_corpus() -> Path:
-    for c in (
-        os.environ.get("TINY_SHAKESPEARE", ""),
-        ROOT / "data/tinyshakespeare/input.txt",
-        ROOT.parent / "shared/data/tinyshakespeare/input.txt",
-    ):
-        if c and Path(c).is_file():
-            return Path(c)
-    raise SystemExit("Tiny Shakespeare not found: pass --corpus PATH or set TINY_SHAKESPEARE")
+from tokenizer_speed import find_corpus  # noqa: E402  (one place that looks for Tiny Shakespeare)
 
 
 def build_shards(folder: Path, source: Path, tokens: int, shard_tokens: int, seed: int = 0) -> Path:

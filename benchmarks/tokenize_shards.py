@@ -51,16 +51,7 @@ ROWS_PER_GROUP = 1000  # documents per parquet row group: what datasets reads at
 FILE_MB = 64  # text per parquet file
 
 
-def find_corpus() -> Path:
-    for c in (
-        os.environ.get("TINY_SHAKESPEARE", ""),
-        ROOT / "data/tinyshakespeare/input.txt",
-        ROOT.parent / "shared/data/tinyshakespeare/input.txt",
-    ):
-        if c and Path(c).is_file():
-            return Path(c)
-    raise SystemExit("Tiny Shakespeare not found: pass --corpus PATH or set TINY_SHAKESPEARE")
-
+from tokenizer_speed import find_corpus  # noqa: E402  (one place that looks for Tiny Shakespeare)
 
 # ---- the synthetic corpus
 
