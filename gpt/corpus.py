@@ -46,17 +46,23 @@ BLOCK_CHARS = 1 << 18  # text is read, and encoded, about 256k characters at a t
 BATCH_BLOCKS = 32  # blocks per call of the tokenizer's (multi-threaded) batch encoder
 
 
-def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
-    """Download Tiny Shakespeare to `path`, check its size and md5, write it atomically."""
-    log.info(f"Downloading Tiny Shakespeare from {url} to {path}")
+def fetch(url: str, what: str, path: Path, option: str) -> bytes:
+    """The bytes at `url`, meant for `path`; offline, an error that says where the file can go
+    instead, or which option names one."""
+    log.info(f"Downloading {what} from {url} to {path}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            data = response.read()
+            return response.read()
     except OSError as e:
         raise FileNotFoundError(
-            f"could not download Tiny Shakespeare from {url} ({e}); without internet, put the file at "
-            f"{path} or pass its path with --data.corpus PATH"
+            f"could not download {what} from {url} ({e}); without internet, put the file at {path} or pass its "
+            f"path with {option} PATH"
         ) from None
+
+
+def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
+    """Download Tiny Shakespeare to `path`, check its size and md5, write it atomically."""
+    data = fetch(url, "Tiny Shakespeare", path, "--data.corpus")
     md5 = hashlib.md5(data).hexdigest()
     if len(data) != SHAKESPEARE_SIZE or md5 != SHAKESPEARE_MD5:
         raise ValueError(

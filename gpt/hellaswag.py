@@ -16,22 +16,19 @@ Plain torch, no Lightning.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gpt.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights
+from gpt.corpus import fetch
 from gpt.files import write_bytes
 from gpt.model import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer
-
-log = logging.getLogger(__name__)
 
 # The dataset as its authors serve it (the URLs llm.c downloads). The test split's labels are hidden.
 HELLASWAG_URLS = {
@@ -48,17 +45,7 @@ def download(split: str, data_dir: str | Path = "data") -> Path:
     path = Path(data_dir) / "hellaswag" / f"hellaswag_{split}.jsonl"
     if path.is_file():
         return path
-    url = HELLASWAG_URLS[split]
-    log.info(f"Downloading HellaSwag {split} from {url} to {path}")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            data = response.read()
-    except OSError as e:
-        raise FileNotFoundError(
-            f"could not download HellaSwag from {url} ({e}); without internet, put the file at {path} "
-            "or pass its path with --data PATH"
-        ) from None
-    write_bytes(path, data)
+    write_bytes(path, fetch(HELLASWAG_URLS[split], f"HellaSwag {split}", path, "--data"))
     return path
 
 
