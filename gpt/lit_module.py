@@ -247,7 +247,7 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw  # AdamW fused on CUDA
+        make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw  # AdamW fused on CUDA and CPU
         optimizer = make(self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2))
         rank_zero_info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
         if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it

@@ -74,17 +74,34 @@ def test_schedules_that_make_no_sense_are_refused(lr, min_lr, message):
         warmup_cosine(adamw(model, lr, 0.1), warmup_steps=0, decay_steps=10, min_lr=min_lr)
 
 
-def test_adamw_runs_fused_when_every_parameter_is_on_cuda():
+def test_adamw_runs_fused_when_every_parameter_is_on_one_kind_of_device():
     from types import SimpleNamespace
 
     from gpt.optim import use_fused
 
     on = lambda device: SimpleNamespace(device=torch.device(device))  # noqa: E731 (no CUDA needed)
-    assert use_fused([on("cuda:0"), on("cuda:1")])
+    assert use_fused([on("cuda:0"), on("cuda:1")]) and use_fused([on("cpu")])
     assert not use_fused([on("cuda:0"), on("cpu")])  # offloaded to the CPU: torch's default (foreach)
-    assert not use_fused([on("cpu")]) and not use_fused([])
+    assert not use_fused([on("meta")]) and not use_fused([])
     optimizer = adamw(GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8)), 1e-3, 0.1)
-    assert optimizer.defaults["fused"] is False  # on this CPU
+    assert optimizer.defaults["fused"] is True  # on this CPU
+
+
+def test_fused_adamw_on_the_cpu_steps_as_the_loop_does():
+    """The fused CPU kernel is the same AdamW: after 20 steps the weights agree with torch's
+    single-tensor loop to float rounding."""
+    torch.manual_seed(0)
+    models = [GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers = [adamw(models[0], 1e-2, 0.1, fused=True), adamw(models[1], 1e-2, 0.1, fused=False)]
+    x = torch.randint(0, 10, (4, 8))
+    for _ in range(20):
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_param_groups_tell_matrices_by_module_not_shape():
