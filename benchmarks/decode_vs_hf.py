@@ -1,6 +1,7 @@
 """Batch decoding speed against Hugging Face `generate`, the same weights side by side.
 
-    python benchmarks/decode_vs_hf.py [--preset baby] [--new_tokens 200] [--batches 1 8] [--compile]
+    python benchmarks/decode_vs_hf.py [--preset baby] [--new_tokens 200] [--long_tokens 500]
+        [--batches 1 8] [--compile]
 
 The preset's GPT (untrained: the speed does not depend on the weights) and the same weights
 in transformers' GPT2LMHeadModel continue a 5-token prompt greedily. Within the context window
@@ -9,6 +10,11 @@ and without the KV cache and for HF, the ratios, whether the ids agree, and the 
 the weights alone: the time of the model's matmuls for one token, measured on their own. At
 batch 1 every new token reads every weight once (43 MB for baby in fp32), so decoding is
 bound by memory bandwidth, not by FLOPs.
+
+Then past the window (--long_tokens, 500: HF's GPT-2 stops at its 256 positions), ours with
+and without the cache: the uncached model reads the last block_size tokens at every step,
+the cached one shifts its context (gpt/generation.py). The ids agree up to the first shift,
+which is where the two stop seeing the same tokens.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="baby")
     parser.add_argument("--new_tokens", type=int, default=200)
+    parser.add_argument("--long_tokens", type=int, default=500)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     args = parser.parse_args()
@@ -85,6 +92,19 @@ def main() -> None:
         print(
             f"| {batch} | {N * batch / t_ours:,.0f} tok/s | {N * batch / t_unc:,.0f} | {N * batch / t_hf:,.0f} | "
             f"{t_hf / t_ours:.2f} | {t_unc / t_ours:.1f} | {same} | {floor:,.0f} tok/s |"
+        )
+    print(f"\npast the window: {args.long_tokens} new tokens, ours with and without the KV cache\n")
+    print("| batch | cached | uncached | cached / uncached | ids agree for |")
+    print("| --- | --- | --- | --- | --- |")
+    for batch in args.batches:
+        prompt = torch.randint(0, 65, (batch, 5), generator=torch.Generator().manual_seed(batch))
+        ours, t_ours = timed(lambda: generate(model, prompt, args.long_tokens, temperature=0))
+        uncached, t_unc = timed(lambda: generate(model, prompt, args.long_tokens, temperature=0, use_cache=False), 1)
+        same = (ours == uncached).all(0)
+        agree = same.long().argmin().item() if not same.all() else same.numel()
+        print(
+            f"| {batch} | {args.long_tokens * batch / t_ours:,.0f} tok/s | {args.long_tokens * batch / t_unc:,.0f} | "
+            f"{t_unc / t_ours:.1f} | the first {agree - 5} new tokens |"
         )
     if args.compile:
         model.forward = torch.compile(model.forward, dynamic=True)

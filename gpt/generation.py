@@ -5,12 +5,15 @@ step feeds the model one new token; without, every step recomputes the whole con
 
 Past the context window. Without the cache the model sees exactly the last block_size
 tokens at every step, so every step past the window costs a full block_size forward. With
-the cache, learned absolute positions cannot roll (a token's keys were computed at its old
-position), so when the cache is full it is re-prefilled with the last block_size // 2
-tokens at positions 0, 1, ... and decoding carries on; llama.cpp's "context shift" does
-the same. The model then sees between block_size // 2 and block_size of the latest tokens,
-and pays one half-window prefill per block_size // 2 new tokens. Within the window cached
-and uncached generation give the same ids.
+the cache and RoPE, the cache rolls (layers.KVCache): each new token's keys replace the
+oldest, and every token attends to the block_size latest at every layer, at the cost of one
+token a step (sliding-window attention, as Mistral). Learned absolute positions cannot roll
+(a token's keys were computed at its old position), so when the cache is full it is
+re-prefilled with the last block_size // 2 tokens at positions 0, 1, ... and decoding
+carries on; llama.cpp's "context shift" does the same. The model then sees between
+block_size // 2 and block_size of the latest tokens, and pays one half-window prefill per
+block_size // 2 new tokens. Within the window cached and uncached generation give the same
+ids; past it each of the three sees its own context.
 
 Plain torch, no Lightning.
 """
@@ -100,7 +103,7 @@ def generate_tokens(
             if cache is None:
                 logits = model(seq[:, -block_size:])[:, -1, :]
             else:
-                if cache.pos + pending.size(1) > block_size:  # full: shift the context
+                if not cache.fits(pending.size(1)):  # full, and cannot roll: shift the context
                     cache.pos = 0
                     pending = seq[:, -(block_size // 2) :]
                 logits = model(pending, cache=cache)[:, -1, :]

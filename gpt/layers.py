@@ -33,6 +33,15 @@ def rope_cache(block_size: int, head_size: int, base: float = 10000.0, device=No
     return angles.cos(), angles.sin()
 
 
+def rope_at(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> Rope:
+    """rope_cache's cos and sin at any positions (a rolling KV cache goes past block_size):
+    the angles in float64, as position * theta loses digits in float32 when positions grow."""
+    theta = base ** (-torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float64) / head_size)
+    angles = torch.outer(positions.to(torch.float64), theta)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     """Rotate each pair of dimensions of x (..., T, head_size) by its position's angle.
 
@@ -51,25 +60,46 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
 class KVCache:
     """Keys and values of the positions seen so far, for every layer, in buffers of
     block_size positions: prefill writes the prompt's, then each step writes one more.
-    `pos` counts the positions filled. A layer's buffers are made at its first write, in
-    the dtype its keys come in (bf16 under autocast, say)."""
+    `pos` counts the positions seen. A layer's buffers are made at its first write, in
+    the dtype its keys come in (bf16 under autocast, say).
 
-    def __init__(self, config: GPTConfig, batch_size: int):
+    rolling (RoPE models only; the default for them): once the buffers are full, each new
+    position overwrites the oldest, a ring of the last block_size keys. That is sliding-window
+    attention (Beltagy et al., 2020; Mistral's rolling buffer): one new token attends to every
+    slot, in any order (softmax does not care), and RoPE keys carry their own positions, so the
+    ring needs no reordering and decoding runs on past the window at no prefill cost. Learned
+    positions cannot roll: a key keeps the position it was computed at, and the model has
+    no embedding past block_size."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, rolling: bool | None = None):
+        if rolling and config.pos != "rope":
+            raise ValueError(f"a rolling KV cache needs RoPE positions, not pos={config.pos!r}")
         self.shape = (batch_size, config.n_head, config.block_size, config.head_size)
         self.keys: list[torch.Tensor | None] = [None] * config.n_layer
         self.values: list[torch.Tensor | None] = [None] * config.n_layer
         self.capacity = config.block_size
+        self.rolling = config.pos == "rope" if rolling is None else rolling
         self.pos = 0
+
+    def fits(self, T: int) -> bool:
+        """Whether T more positions can be written: within the buffers, or one at a time
+        into a rolling ring."""
+        return self.pos + T <= self.capacity or (self.rolling and T == 1)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, n_head, T, head_size) after the filled positions; return all of
         this layer's keys and values so far. The model moves `pos` on after its last layer."""
         end = self.pos + k.size(2)
-        if end > self.capacity:
+        if not self.fits(k.size(2)):
             raise ValueError(f"the KV cache holds {self.capacity} positions; {end} needed: re-prefill a shorter window")
         if self.keys[layer] is None:
             self.keys[layer] = k.new_zeros(self.shape)
             self.values[layer] = v.new_zeros(self.shape)
+        if end > self.capacity:  # rolling: over the oldest slot; every slot is filled
+            slot = self.pos % self.capacity
+            self.keys[layer][:, :, slot : slot + 1] = k
+            self.values[layer][:, :, slot : slot + 1] = v
+            return self.keys[layer], self.values[layer]
         self.keys[layer][:, :, self.pos : end] = k
         self.values[layer][:, :, self.pos : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
@@ -192,10 +222,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         # (B, T, 3C) -> 3 x (B, n_head, T, head_size): heads become a batch dimension. One
         # view and one permute rather than a split and three: when decoding, every op counts.
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
-        if ctx.rope is not None:
-            q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
-        return q, k, v
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        if ctx.rope is None:
+            return qkv.unbind(0)
+        q, k = apply_rope(qkv[:2], ctx.rope).unbind(0)  # queries and keys rotated together: half the ops
+        return q, k, qkv[2]
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext | None = None) -> torch.Tensor:
         """x (B, T, n_embd); ctx: made by the model once per forward (without one: causal

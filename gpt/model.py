@@ -23,7 +23,18 @@ import torch
 import torch.nn as nn
 
 from gpt.config import GPTConfig
-from gpt.layers import AttentionContext, Block, Head, KVCache, MultiHeadAttention, make_norm, rope_cache, sdpa_mask
+from gpt.layers import (
+    AttentionContext,
+    Block,
+    Head,
+    KVCache,
+    MultiHeadAttention,
+    Rope,
+    make_norm,
+    rope_at,
+    rope_cache,
+    sdpa_mask,
+)
 
 
 class LanguageModel(nn.Module):
@@ -50,6 +61,8 @@ class LanguageModel(nn.Module):
     def check_inputs(self, idx: torch.Tensor, cache: KVCache | None) -> None:
         if cache is not None and not self.supports_kv_cache:
             raise ValueError(f"arch {self.config.arch!r} keeps no KV cache; call it without one")
+        if cache is not None and cache.rolling and idx.size(1) == 1:
+            return  # a rolling cache takes one token at a time, past the window too
         T = idx.size(1) + (cache.pos if cache is not None else 0)
         if T > self.config.block_size:
             raise ValueError(
@@ -186,6 +199,15 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def rope_for(self, start: int, end: int) -> Rope:
+        """RoPE's cos and sin for positions start..end-1. A rolling cache goes past block_size:
+        the table then grows (to twice what is asked, so rarely), its first rows unchanged."""
+        if end > self.rope_cos.size(0):
+            more = torch.arange(self.rope_cos.size(0), 2 * end, device=self.rope_cos.device)
+            cos, sin = rope_at(more, self.config.head_size, self.config.rope_base)
+            self.rope_cos, self.rope_sin = torch.cat((self.rope_cos, cos)), torch.cat((self.rope_sin, sin))
+        return self.rope_cos[start:end], self.rope_sin[start:end]
+
     def forward(
         self, idx: torch.Tensor, *, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -201,7 +223,7 @@ class GPT(LanguageModel):
         if self.config.pos == "learned":
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
-            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+            rope = self.rope_for(start, start + T)
         x = self.transformer.drop(x)
         mask, is_causal = sdpa_mask(T, start, self.config.causal, attention_mask, idx.device)
         ctx = AttentionContext(rope, mask, is_causal, cache)  # once, for every layer

@@ -20,7 +20,7 @@ from gpt.generation import (
     sample_next,
     start_ids,
 )
-from gpt.layers import KVCache
+from gpt.layers import AttentionContext, KVCache, rope_cache
 from gpt.model import GPT, build_model
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer
 from helpers import tiny_config
@@ -104,6 +104,21 @@ def shifted_reference(model: GPT, prompt: torch.Tensor, n: int) -> torch.Tensor:
     return seq
 
 
+def sliding_window_logits(model: GPT, seq: torch.Tensor) -> torch.Tensor:
+    """Every position's logits when, at every layer, each query sees the block_size latest
+    keys (its own included), RoPE at absolute positions: sliding-window attention, computed
+    over the whole sequence at once. What a rolling cache computes one token at a time."""
+    S, head_size = seq.size(1), model.config.head_size
+    i = torch.arange(S)
+    band = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < BLOCK)  # (query, key)
+    ctx = AttentionContext(rope_cache(S, head_size, model.config.rope_base), band, is_causal=False)
+    with torch.no_grad():
+        x = model.transformer.wte(seq)
+        for block in model.transformer.h:
+            x = block(x, ctx)
+        return model.lm_head(model.transformer.ln_f(x))
+
+
 @pytest.mark.parametrize("pos", ["learned", "rope"])
 def test_generation_runs_to_three_windows(pos):
     model = tiny(pos)
@@ -111,7 +126,12 @@ def test_generation_runs_to_three_windows(pos):
     n = 3 * BLOCK
     cached = generate(model, prompt, n, temperature=0)
     assert cached.shape == (2, 3 + n)
-    assert torch.equal(cached, shifted_reference(model, prompt, n))  # the documented windows, exactly
+    if pos == "learned":
+        assert torch.equal(cached, shifted_reference(model, prompt, n))  # the documented windows, exactly
+    else:  # the cache rolls: each greedy id is the argmax of sliding-window attention over all before it
+        logits = sliding_window_logits(model, cached[:, :-1])
+        assert torch.equal(logits[:, 2:].argmax(-1), cached[:, 3:])
+        assert not torch.equal(cached, shifted_reference(model, prompt, n))  # not a context shift
     # Without the cache the model sees exactly the last block_size tokens at every step.
     recomputed = generate(model, prompt, n, temperature=0, use_cache=False)
     seq = prompt
@@ -120,6 +140,25 @@ def test_generation_runs_to_three_windows(pos):
             seq = torch.cat((seq, model(seq[:, -BLOCK:])[:, -1].argmax(-1, keepdim=True)), dim=1)
     assert torch.equal(recomputed, seq)
     assert torch.equal(cached[:, : 3 + BLOCK - 3], recomputed[:, : 3 + BLOCK - 3])  # identical within the window
+
+
+def test_a_rolling_cache_overwrites_the_oldest_slot_one_token_at_a_time():
+    model = tiny("rope")
+    idx = torch.randint(0, 50, (1, BLOCK + 3), generator=torch.Generator().manual_seed(4))
+    cache = KVCache(model.config, batch_size=1)
+    assert cache.rolling and not KVCache(tiny().config, 1).rolling  # RoPE rolls, learned positions cannot
+    with torch.no_grad():
+        model(idx[:, :BLOCK], cache=cache)
+        before = cache.keys[0].clone()
+        for t in range(BLOCK, BLOCK + 3):
+            model(idx[:, t : t + 1], cache=cache)
+        with pytest.raises(ValueError, match="input has 21 tokens but the model.s block_size is 16"):
+            model(idx[:, :2], cache=cache)  # several tokens past the window: no ring for a prefill
+    assert cache.pos == BLOCK + 3
+    changed = (cache.keys[0] != before).any(-1).any(1)[0]  # (slot,)
+    assert changed.tolist() == [True] * 3 + [False] * (BLOCK - 3)  # the three oldest slots, nothing else
+    with pytest.raises(ValueError, match="a rolling KV cache needs RoPE positions, not pos='learned'"):
+        KVCache(tiny().config, 1, rolling=True)
 
 
 def test_a_prompt_longer_than_the_window_keeps_its_end():
