@@ -2,6 +2,10 @@
 
     python benchmarks/lightning_overhead.py [--config configs/shakespeare_char_cpu.yaml]
         [--steps 200] [--warmup 20] [--repeats 5] [--corpus PATH (default: $TINY_SHAKESPEARE)]
+        [--batch_size N] [--precision 32-true]
+
+The baby GPT on a CPU: --config configs/shakespeare_char.yaml --precision 32-true
+--batch_size 16 --steps 30 --warmup 5 --repeats 1 (about 0.5 s a step).
 
 Both runs build the model from the config with the same seed, feed the same DataLoader
 (the config's batch size, block size and corpus), use the same AdamW groups, learning-rate
@@ -137,10 +141,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--corpus", default=os.environ.get("TINY_SHAKESPEARE"), help="instead of the config's corpus")
+    parser.add_argument("--batch_size", type=int, help="instead of the config's")
+    parser.add_argument("--precision", help="instead of the config's (32-true for bf16 configs on a CPU)")
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text())
     if args.corpus:
         config.setdefault("data", {})["corpus"] = args.corpus
+    if args.batch_size:
+        config.setdefault("data", {})["batch_size"] = args.batch_size
+    if args.precision:
+        config.setdefault("trainer", {})["precision"] = args.precision
 
     bare, lightning = [], []
     for _ in range(args.repeats):

@@ -77,6 +77,21 @@ def gather_from_ranks(value: Any) -> list[Any]:
     return values
 
 
+def make_optimizer(hp: Any, model: torch.nn.Module, trainer: L.Trainer) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA and CPU), or Muon with AdamW, as hp.optimizer says.
+
+    fp16's GradScaler unscales the gradients before they are clipped, which a fused step
+    would do itself: not fused then. Without a scaler (fp32, bf16) a fused step scales nothing,
+    but Lightning refuses to clip for any optimizer able to (_step_supports_amp_scaling, its
+    only reader then), so the optimizer says it is not."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw
+    optimizer = make(model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2), fused=False if scaler else None)
+    if scaler is None:
+        optimizer._step_supports_amp_scaling = False
+    return optimizer
+
+
 class LitGPT(L.LightningModule):
     def __init__(
         self,
@@ -247,8 +262,7 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw  # AdamW fused on CUDA and CPU
-        optimizer = make(self.model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2))
+        optimizer = make_optimizer(hp, self.model, self.trainer)
         rank_zero_info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
         if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
             hp.decay_steps = int(self.trainer.estimated_stepping_batches)  # max_steps, or epochs x batches

@@ -203,9 +203,11 @@ class GPT(LanguageModel):
         """RoPE's cos and sin for positions start..end-1. A rolling cache goes past block_size:
         the table then grows (to twice what is asked, so rarely), its first rows unchanged."""
         if end > self.rope_cos.size(0):
-            more = torch.arange(self.rope_cos.size(0), 2 * end, device=self.rope_cos.device)
-            cos, sin = rope_at(more, self.config.head_size, self.config.rope_base)
-            self.rope_cos, self.rope_sin = torch.cat((self.rope_cos, cos)), torch.cat((self.rope_sin, sin))
+            # Outside inference mode: a table grown while sampling serves training steps after.
+            with torch.inference_mode(False):
+                more = torch.arange(self.rope_cos.size(0), 2 * end, device=self.rope_cos.device)
+                cos, sin = rope_at(more, self.config.head_size, self.config.rope_base)
+                self.rope_cos, self.rope_sin = torch.cat((self.rope_cos, cos)), torch.cat((self.rope_sin, sin))
         return self.rope_cos[start:end], self.rope_sin[start:end]
 
     def forward(

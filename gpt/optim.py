@@ -73,7 +73,11 @@ def is_hidden_matrix(name: str, module: nn.Module) -> bool:
 
 
 def muon_adamw(
-    model: nn.Module, learning_rate: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99)
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.99),
+    fused: bool | None = None,
 ) -> MuonAdamW:
     """Muon (Jordan et al. 2024, as the modded-nanogpt speedrun uses it) for the hidden matrices,
     AdamW for embeddings, the output layer, biases and gains, which Muon is not meant for.
@@ -97,7 +101,8 @@ def muon_adamw(
         momentum=0.95,
         adjust_lr_fn="match_rms_adamw",
     )
-    adam = torch.optim.AdamW(rest, lr=learning_rate, betas=betas, fused=use_fused(model.parameters()))
+    fused = use_fused(model.parameters()) if fused is None else fused
+    adam = torch.optim.AdamW(rest, lr=learning_rate, betas=betas, fused=fused)
     return MuonAdamW(muon, adam)
 
 

@@ -161,6 +161,17 @@ def test_a_rolling_cache_overwrites_the_oldest_slot_one_token_at_a_time():
         KVCache(tiny().config, 1, rolling=True)
 
 
+def test_a_rope_model_trains_after_sampling_past_its_window():
+    """Sampling past the window grows RoPE's table under inference mode; a training step
+    after it (a sample during fit) must still be able to save it for backward."""
+    model = tiny("rope")
+    generate(model, torch.zeros(1, 1, dtype=torch.long), 2 * BLOCK, temperature=0)
+    assert model.rope_cos.size(0) > BLOCK and not model.rope_cos.is_inference()
+    model.train()
+    model(torch.zeros(2, BLOCK, dtype=torch.long)).square().mean().backward()
+    assert model.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
+
+
 def test_a_prompt_longer_than_the_window_keeps_its_end():
     model = tiny()
     prompt = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(2))

@@ -196,3 +196,21 @@ def test_muon_resumed_from_its_state_dict_steps_as_if_never_stopped():
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert len(again.state) == len(list(straight.parameters()))  # both optimizers' moments came back
+
+
+def test_the_optimizer_is_fused_unless_fp16_scales_the_gradients():
+    """Lightning clips the gradients of a fused AdamW under bf16 (nothing is scaled), and an
+    fp16 run, whose GradScaler unscales before clipping, gets an unfused one."""
+    from types import SimpleNamespace
+
+    from gpt.lit_module import make_optimizer
+
+    model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    for optimizer_name in ("adamw", "muon"):
+        settings = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99)
+        hp = SimpleNamespace(**settings, get=lambda key, default, name=optimizer_name: name)
+        bf16 = make_optimizer(hp, model, SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None)))
+        fp16 = make_optimizer(hp, model, SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object())))
+        adam = lambda opt: opt.optimizers[1] if optimizer_name == "muon" else opt  # noqa: E731
+        assert adam(bf16).defaults["fused"] is True and not getattr(bf16, "_step_supports_amp_scaling", False)
+        assert adam(fp16).defaults["fused"] is False
