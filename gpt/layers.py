@@ -21,25 +21,25 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_size)
 
 
 def rope_cache(block_size: int, head_size: int, base: float = 10000.0, device=None) -> Rope:
-    """cos and sin of the angle position * theta_i for each pair of dimensions i.
-
-    theta_i = base^(-2i / head_size): the first pairs turn fast, the last ones slowly.
-    The pairs are (d, d + head_size / 2), the "rotate half" layout of GPT-NeoX and
-    Hugging Face's LLaMA.
-    """
-    theta = base ** (-torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
-    angles = torch.outer(torch.arange(block_size, device=device, dtype=torch.float32), theta)
-    angles = torch.cat((angles, angles), dim=-1)  # (block_size, head_size)
-    return angles.cos(), angles.sin()
+    """cos and sin of the angle position * theta_i for each pair of dimensions i, for
+    positions 0..block_size-1 (see rope_at)."""
+    return rope_at(torch.arange(block_size, device=device), head_size, base)
 
 
 def rope_at(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> Rope:
-    """rope_cache's cos and sin at any positions (a rolling KV cache goes past block_size):
-    the angles in float64, as position * theta loses digits in float32 when positions grow."""
-    theta = base ** (-torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float64) / head_size)
-    angles = torch.outer(positions.to(torch.float64), theta)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    """cos and sin of the angle position * theta_i at any positions (a rolling KV cache goes
+    past block_size), each (len(positions), head_size).
+
+    theta_i = base^(-2i / head_size): the first pairs turn fast, the last ones slowly.
+    The pairs are (d, d + head_size / 2), the "rotate half" layout of GPT-NeoX and
+    Hugging Face's LLaMA. The angles are taken in float64: position * theta loses digits in
+    float32 as positions grow, and a position's angle is then the same whichever table holds it.
+    """
+    device = positions.device  # the float64 work on the CPU: not every accelerator has float64 (MPS)
+    theta = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
+    angles = torch.outer(positions.to("cpu", torch.float64), theta)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, head_size)
+    return angles.cos().float().to(device), angles.sin().float().to(device)
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:

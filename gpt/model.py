@@ -61,8 +61,8 @@ class LanguageModel(nn.Module):
     def check_inputs(self, idx: torch.Tensor, cache: KVCache | None) -> None:
         if cache is not None and not self.supports_kv_cache:
             raise ValueError(f"arch {self.config.arch!r} keeps no KV cache; call it without one")
-        if cache is not None and cache.rolling and idx.size(1) == 1:
-            return  # a rolling cache takes one token at a time, past the window too
+        if cache is not None and cache.fits(idx.size(1)):
+            return  # within the cache's buffers, or one token into a rolling one
         T = idx.size(1) + (cache.pos if cache is not None else 0)
         if T > self.config.block_size:
             raise ValueError(
