@@ -35,9 +35,10 @@ def rope_at(positions: torch.Tensor, head_size: int, base: float = 10000.0) -> R
     Hugging Face's LLaMA. The angles are taken in float64: position * theta loses digits in
     float32 as positions grow, and a position's angle is then the same whichever table holds it.
     """
-    device = positions.device  # the float64 work on the CPU: not every accelerator has float64 (MPS)
-    theta = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
-    angles = torch.outer(positions.to("cpu", torch.float64), theta)
+    device = positions.device  # MPS has no float64: its angles are taken on the CPU
+    work = torch.device("cpu") if device.type == "mps" else device
+    theta = base ** (-torch.arange(0, head_size, 2, device=work, dtype=torch.float64) / head_size)
+    angles = torch.outer(positions.to(work, torch.float64), theta)
     angles = torch.cat((angles, angles), dim=-1)  # (T, head_size)
     return angles.cos().float().to(device), angles.sin().float().to(device)
 
