@@ -31,20 +31,21 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from gpt.callbacks import SafeCheckpointIO, SaveOnInterrupt, SpeedMonitor, ValidateAtTheEnd
-from gpt.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
-from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig, check_tokenizer_kind
-from gpt.datamodule import GPTDataModule, apply_tokens_per_step
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
-from gpt.generation import SamplingSettings
-from gpt.lit_module import LitGPT
-from gpt.runs import describe_missing, hold_run, new_run, newest_last, resume_command, run_name, run_of
-from gpt.tensorboard import TensorBoardPictures
+from gpt.interop.checkpoint import best_checkpoint, hyperparameters, load_checkpoint, model_config
+from gpt.model.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
+from gpt.model.generation import SamplingSettings
+from gpt.tokenizers.settings import check_tokenizer_kind
+from gpt.train.callbacks import SafeCheckpointIO, SaveOnInterrupt, SpeedMonitor, ValidateAtTheEnd
+from gpt.train.datamodule import GPTDataModule, apply_tokens_per_step
+from gpt.train.lit_module import LitGPT
+from gpt.train.runs import describe_missing, hold_run, new_run, newest_last, resume_command, run_name, run_of
+from gpt.train.tensorboard import TensorBoardPictures
 
 TRAINER_DEFAULTS = {
     # TensorBoard under lightning_logs/<the config's name>/version_N (see run_name).
     "logger": {
-        "class_path": "gpt.tensorboard.RunLogger",  # Lightning's TensorBoardLogger, without an `epoch` card
+        "class_path": "gpt.train.tensorboard.RunLogger",  # Lightning's TensorBoardLogger, without an `epoch` card
         "init_args": {"save_dir": "lightning_logs", "name": "", "default_hp_metric": False},
     },
     # Validate every val_check_interval optimizer steps, not once an epoch: an epoch of

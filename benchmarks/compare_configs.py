@@ -28,8 +28,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.checkpoint import load_checkpoint, model_config  # noqa: E402
-from gpt.model import build_model  # noqa: E402
+from gpt.interop.checkpoint import load_checkpoint, model_config  # noqa: E402
+from gpt.model.models import build_model  # noqa: E402
 
 GROUPS = {
     "tokenizers": [

@@ -6,10 +6,10 @@
 
 The token stream is a folder of write_shards shards (--shards, e.g. one that fit tokenized), or
 one built here: synthetic documents of Tiny Shakespeare paragraphs drawn with a seed (about
-3 kB each), tokenized with tiktoken gpt2 by gpt.shards.write_shards into uint16 shards of
+3 kB each), tokenized with tiktoken gpt2 by gpt.data.shards.write_shards into uint16 shards of
 --shard-tokens ids. Both loaders read its training shards, as windows of block_size + 1 ids:
 
-    memmap      gpt.datasets.TrainWindows over the np.memmap shards (stride block_size, as fit uses
+    memmap      gpt.data.datasets.TrainWindows over the np.memmap shards (stride block_size, as fit uses
                 for shards) + ResumableSampler + torch DataLoader: what GPTDataModule trains on
     litdata     the same ids converted once by litdata.optimize(..., item_loader=TokensLoader()) into
                 its chunk format (uint16 numpy items, one a document, as litgpt's data preparation
@@ -47,8 +47,8 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.datasets import ResumableSampler, TrainWindows, split_examples  # noqa: E402
-from gpt.shards import open_shards, read_manifest, write_shards  # noqa: E402
+from gpt.data.datasets import ResumableSampler, TrainWindows, split_examples  # noqa: E402
+from gpt.data.shards import open_shards, read_manifest, write_shards  # noqa: E402
 from gpt.tokenizers import TiktokenTokenizer  # noqa: E402
 
 BYTES_PER_TOKEN = 3.3  # gpt2 on Tiny Shakespeare: how much text a token of the target takes

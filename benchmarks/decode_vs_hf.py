@@ -13,7 +13,7 @@ bound by memory bandwidth, not by FLOPs.
 
 Then past the window (--long_tokens, 500: HF's GPT-2 stops at its 256 positions), ours with
 and without the cache: the uncached model reads the last block_size tokens at every step,
-the cached one shifts its context (gpt/generation.py). The ids agree up to the first shift,
+the cached one shifts its context (gpt/model/generation.py). The ids agree up to the first shift,
 which is where the two stop seeing the same tokens.
 """
 
@@ -29,10 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.generation import generate  # noqa: E402
-from gpt.hf import hf_config, hf_state_dict  # noqa: E402
-from gpt.model import GPT  # noqa: E402
+from gpt.interop.hf import hf_config, hf_state_dict  # noqa: E402
+from gpt.model.config import GPTConfig  # noqa: E402
+from gpt.model.generation import generate  # noqa: E402
+from gpt.model.models import GPT  # noqa: E402
 
 
 def timed(fn, repeats: int = 3) -> tuple[torch.Tensor, float]:

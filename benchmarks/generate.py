@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.generation import generate_tokens  # noqa: E402
-from gpt.model import GPT  # noqa: E402
+from gpt.model.config import GPTConfig  # noqa: E402
+from gpt.model.generation import generate_tokens  # noqa: E402
+from gpt.model.models import GPT  # noqa: E402
 
 
 def measure(name: str, batch: int, new_tokens: int, use_cache: bool, device: str) -> dict:

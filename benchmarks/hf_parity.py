@@ -3,7 +3,7 @@
     python benchmarks/hf_parity.py [--preset gpt2] [--batch 2] [--seq_len 1024]
 
 Builds a GPT2LMHeadModel with random weights (biases and LayerNorms randomised too), loads
-it into our GPT (gpt.hf.from_hf), exports ours back (gpt.hf.save_hf) and reads it with
+it into our GPT (gpt.interop.hf.from_hf), exports ours back (gpt.interop.hf.save_hf) and reads it with
 GPT2LMHeadModel.from_pretrained; prints the largest logit difference each way, in fp32.
 The tests assert the same at a tiny size; this shows it holds at the published shape.
 """
@@ -20,8 +20,8 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.hf import from_hf, hf_config, save_hf  # noqa: E402
+from gpt.interop.hf import from_hf, hf_config, save_hf  # noqa: E402
+from gpt.model.config import GPTConfig  # noqa: E402
 
 
 def main() -> None:

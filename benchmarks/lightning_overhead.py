@@ -15,7 +15,7 @@ log_every_n_steps) except validation and checkpoints, which the bare loop does n
 Runs alternate so that a slow spell of the machine hits both, and each side reports its
 best run: on a shared machine interference only ever slows a run down, so the fastest run
 is the closest to the code's own speed. Prints tokens/s, the ratio, and the model FLOP
-utilisation of each against this machine's measured matmul peak (gpt.report.matmul_peak_flops).
+utilisation of each against this machine's measured matmul peak (gpt.eval.report.matmul_peak_flops).
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.callbacks import SpeedMonitor  # noqa: E402
-from gpt.config import FIELDS, GPTConfig, tokenizer_config  # noqa: E402
-from gpt.datamodule import GPTDataModule  # noqa: E402
-from gpt.lit_module import LitGPT  # noqa: E402
-from gpt.model import build_model  # noqa: E402
-from gpt.optim import adamw, warmup_cosine  # noqa: E402
-from gpt.report import matmul_peak_flops  # noqa: E402
+from gpt.eval.report import matmul_peak_flops  # noqa: E402
+from gpt.model.config import FIELDS, GPTConfig  # noqa: E402
+from gpt.model.models import build_model  # noqa: E402
+from gpt.model.optim import adamw, warmup_cosine  # noqa: E402
+from gpt.tokenizers.settings import tokenizer_config  # noqa: E402
+from gpt.train.callbacks import SpeedMonitor  # noqa: E402
+from gpt.train.datamodule import GPTDataModule  # noqa: E402
+from gpt.train.lit_module import LitGPT  # noqa: E402
 from main import TRAINER_DEFAULTS  # noqa: E402
 
 OPTIMIZER_ARGS = ("learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2")
@@ -67,7 +68,7 @@ def trainer_setting(config: dict, name: str):
 
 
 def bare_loop(config: dict, steps: int, warmup: int, seed: int = 1337) -> float:
-    """Plain torch: the model from gpt.model, AdamW and the schedule from gpt.optim."""
+    """Plain torch: the model from gpt.model.models, AdamW and the schedule from gpt.model.optim."""
     dm = data(config)
     model_args = config["model"]
     gpt_args = {k: v for k, v in model_args.items() if k in FIELDS}

@@ -8,7 +8,7 @@ random ids, fp32 on the CPU, and times the steps after two warm-up steps: the CP
 (2 x 128, context 64, batch 16), and nanoGPT's baby GPT (6 x 384, context 256, batch 16)
 with its dropout of 0.2 and without. MFU = the model's training FLOPs a token
 (GPT.flops_per_token: 6 per matmul weight plus attention) x tokens/s over the matmul peak
-measured now (gpt.report.matmul_peak_flops). With --nanogpt, nanoGPT's own GPT (its
+measured now (gpt.eval.report.matmul_peak_flops). With --nanogpt, nanoGPT's own GPT (its
 model.py and its configure_optimizers) trains the same shapes in the same loop, and the
 ratio is ours over its tokens/s. Runs alternate, best of --repeats. --profile prints
 torch.profiler's top operators of one baby step, dropout on.
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from gpt.optim import adamw  # noqa: E402
-from gpt.report import matmul_peak_flops  # noqa: E402
+from gpt.eval.report import matmul_peak_flops  # noqa: E402
+from gpt.model.config import GPTConfig  # noqa: E402
+from gpt.model.models import GPT  # noqa: E402
+from gpt.model.optim import adamw  # noqa: E402
 
 VOCAB = 65  # Tiny Shakespeare's characters
 ROWS = {  # name: (model shape, batch size)

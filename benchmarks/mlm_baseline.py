@@ -21,8 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import tokenizer_config  # noqa: E402
-from gpt.datamodule import GPTDataModule  # noqa: E402
+from gpt.tokenizers.settings import tokenizer_config  # noqa: E402
+from gpt.train.datamodule import GPTDataModule  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ foreach (batched kernels) and fused (one kernel), side by side.
     python benchmarks/optimizer_step.py [--steps 50]
 
 Gradients are random (the step's cost does not depend on them). Prints ms per step and each
-against the default; gpt.optim.adamw runs fused wherever every parameter is on the CPU or on CUDA.
+against the default; gpt.model.optim.adamw runs fused wherever every parameter is on the CPU or on CUDA.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from gpt.optim import param_groups  # noqa: E402
+from gpt.model.config import GPTConfig  # noqa: E402
+from gpt.model.models import GPT  # noqa: E402
+from gpt.model.optim import param_groups  # noqa: E402
 
 MODELS = {
     "configs/shakespeare_char_cpu.yaml (2 x 128)": dict(n_layer=2, n_head=4, n_embd=128, block_size=64, bias=True),

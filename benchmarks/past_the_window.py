@@ -4,7 +4,7 @@
 
 A trained RoPE GPT reads a stretch of the validation split (the last 10% of the corpus) and
 predicts every next token, teacher-forced, in the three ways generation can go on past
-block_size (gpt/generation.py):
+block_size (gpt/model/generation.py):
 - recompute: a fresh forward of the last block_size tokens for every token (generation
   without the cache; the anchor: what the model saw in training);
 - rolling cache: sliding-window attention, one token a step (RoPE's default);
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.checkpoint import load_model  # noqa: E402
-from gpt.layers import KVCache  # noqa: E402
+from gpt.interop.checkpoint import load_model  # noqa: E402
+from gpt.model.layers import KVCache  # noqa: E402
 
 
 def recompute(model, ids: torch.Tensor) -> torch.Tensor:

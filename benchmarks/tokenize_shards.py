@@ -8,13 +8,13 @@ synthetic documents: each is 1 to 2 x doc-paragraphs - 1 paragraphs of Tiny Shak
 with a seed, so it is English text of web-document length (about 3 kB at the default 20). It is
 built once under --folder (reused when its settings match) or a temporary folder.
 
-Every method reads the same parquet folder through gpt.sources.DocumentSource (datasets'
+Every method reads the same parquet folder through gpt.data.sources.DocumentSource (datasets'
 streaming mode), so reading costs each the same, and runs in a fresh child process:
 
     read only          DocumentSource alone: what reading costs
     tiktoken 1 thread  enc.encode_ordinary(text) per document, in that one process
     tiktoken N threads enc.encode_ordinary_batch(64 documents, num_threads=N): the ceiling of N cores
-    write_shards w=N   gpt.shards.write_shards with N worker processes (1: in the main process),
+    write_shards w=N   gpt.data.shards.write_shards with N worker processes (1: in the main process),
                        shards of --shard-tokens ids written, md5-summed and fsynced as in fit
 
 MB/s is the corpus's UTF-8 text over the seconds after imports; CPU s are the seconds of CPU
@@ -62,7 +62,7 @@ def make_corpus(folder: Path, source: Path, mb: float, doc_paragraphs: int, seed
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gpt.datasets import split_examples
+    from gpt.data.datasets import split_examples
 
     settings = {"mb": mb, "doc_paragraphs": doc_paragraphs, "seed": seed, "source": source.name}
     info_path = folder / "corpus.info"  # not .json: DocumentSource would read it as documents
@@ -111,8 +111,8 @@ def proc_status(pid: int | str) -> dict[str, int]:
 
 def child(spec: dict) -> None:
     """Run one method on the corpus and print its result as JSON on the last line."""
-    from gpt.shards import CHUNK_DOCS, write_shards
-    from gpt.sources import DocumentSource
+    from gpt.data.shards import CHUNK_DOCS, write_shards
+    from gpt.data.sources import DocumentSource
     from gpt.tokenizers import TiktokenTokenizer
 
     tokenizer = TiktokenTokenizer("gpt2")

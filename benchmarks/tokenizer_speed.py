@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-from gpt.bpe import bpe_encode_reference
-from gpt.corpus import read_blocks
+from gpt.data.corpus import read_blocks
 from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer
+from gpt.tokenizers.bpe import bpe_encode_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

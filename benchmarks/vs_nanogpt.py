@@ -31,8 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gpt.datasets import EvalWindows  # noqa: E402
-from gpt.masking import IGNORE_INDEX  # noqa: E402
+from gpt.data.datasets import EvalWindows  # noqa: E402
+from gpt.model.masking import IGNORE_INDEX  # noqa: E402
 
 NANOGPT_CPU = (
     "config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 "

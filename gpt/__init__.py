@@ -6,15 +6,16 @@ without Lightning, e.g.
     from gpt import GPT, GPTConfig, generate, load_model
     model, tokenizer = load_model("lightning_logs/shakespeare_char_cpu/version_0/checkpoints/last.ckpt")
 
-Hugging Face GPT-2 in and out lives in gpt.hf (`from gpt.hf import from_hf, save_hf`);
-it is not imported here, so that `python -m gpt.hf` runs it as a fresh module.
+Hugging Face GPT-2 in and out lives in gpt.interop.hf (`from gpt.interop.hf import from_hf, save_hf`);
+it is not imported here, so that `python -m gpt.interop.hf` runs it as a fresh module.
 """
 
-from gpt.checkpoint import load_model
-from gpt.config import PRESETS, GPTConfig, TokenizerConfig, tokenizer_config
-from gpt.generation import SamplingSettings, complete, generate
-from gpt.model import GPT, build_model
+from gpt.interop.checkpoint import load_model
+from gpt.model.config import PRESETS, GPTConfig
+from gpt.model.generation import SamplingSettings, complete, generate
+from gpt.model.models import GPT, build_model
 from gpt.tokenizers import BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
+from gpt.tokenizers.settings import TokenizerConfig, tokenizer_config
 
 __all__ = [
     "GPT",

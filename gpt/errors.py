@@ -1,6 +1,6 @@
 """Errors a user can cause, as one line: what was wrong and what to do, no traceback.
 
-Every command-line entry point (main.py, python -m gpt.hf, python -m gpt.report) runs
+Every command-line entry point (main.py, python -m gpt.interop.hf, python -m gpt.eval.report) runs
 through `exit_on_user_error`: a ValueError or OSError (a missing file, a bad value, a
 checkpoint that is not one) prints `error: <message>` and exits with 1. GPT_TRACEBACK=1
 shows the traceback instead. Plain Python, no Lightning.

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 
-from gpt.corpus import Corpus  # noqa: E402
+from gpt.data.corpus import Corpus  # noqa: E402
 from gpt.files import atomic_write  # noqa: E402
 
 

@@ -105,7 +105,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> Non
 
 def tiny_config(**kwargs):
     """A GPTConfig small enough for a unit test: 2 layers x 32, 2 heads, context 16, vocab 50."""
-    from gpt.config import GPTConfig
+    from gpt.model.config import GPTConfig
 
     defaults = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
     return GPTConfig(**{**defaults, **kwargs})

@@ -1,12 +1,12 @@
-"""gpt/bpe.py: learning byte-pair merges, and the reference encoder tiktoken is checked against."""
+"""gpt/tokenizers/bpe.py: learning byte-pair merges, and the reference encoder tiktoken is checked against."""
 
 import warnings
 
 import pytest
 import regex
 
-from gpt.bpe import SPLIT_PATTERNS, bpe_encode_reference, merge, train_bpe
 from gpt.tokenizers import BPETokenizer
+from gpt.tokenizers.bpe import SPLIT_PATTERNS, bpe_encode_reference, merge, train_bpe
 from helpers import shakespeare_file
 
 

@@ -1,4 +1,4 @@
-"""gpt/callbacks.py: the dropout schedule and the JSON-lines prediction writer."""
+"""gpt/train/callbacks.py: the dropout schedule and the JSON-lines prediction writer."""
 
 import errno
 import json
@@ -11,12 +11,12 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from gpt.callbacks import DropoutSchedule, JSONLinesWriter, SafeCheckpointIO
-from gpt.datamodule import GPTDataModule, as_list
-from gpt.generation import SamplingSettings
-from gpt.lit_module import LitGPT
-from gpt.prompts import prompt_items
+from gpt.data.prompts import prompt_items
+from gpt.model.generation import SamplingSettings
 from gpt.tokenizers import CharTokenizer
+from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter, SafeCheckpointIO
+from gpt.train.datamodule import GPTDataModule, as_list
+from gpt.train.lit_module import LitGPT
 
 
 def test_dropout_schedule_moves_every_dropout_and_is_logged(small_corpus, tmp_path):
@@ -165,7 +165,7 @@ def test_checkpoints_are_read_through_the_checks(tmp_path):
 def test_mfu_peak_is_the_datasheets_for_the_precision_in_use(monkeypatch):
     from types import SimpleNamespace
 
-    from gpt.callbacks import peak_flops
+    from gpt.train.callbacks import peak_flops
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     gpu = SimpleNamespace(root_device=torch.device("cuda", 0))  # no GPU needed: only its name is read

@@ -1,4 +1,4 @@
-"""gpt/checkpoint.py: the one place a checkpoint is opened, checked and read."""
+"""gpt/interop/checkpoint.py: the one place a checkpoint is opened, checked and read."""
 
 import shutil
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt.checkpoint import (
+from gpt.interop.checkpoint import (
     check_checkpoint,
     checkpoint_tokenizer,
     load_checkpoint,
@@ -16,7 +16,7 @@ from gpt.checkpoint import (
     model_weights,
     read_tokenizer,
 )
-from gpt.model import GPT, TransformerLM
+from gpt.model.models import GPT, TransformerLM
 from helpers import FIXTURES, LINES_TEXT
 
 LEGACY = FIXTURES / "legacy"

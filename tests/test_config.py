@@ -1,11 +1,11 @@
-"""gpt/config.py: presets, overrides, and the settings no model can be built from."""
+"""gpt/model/config.py: presets, overrides, and the settings no model can be built from."""
 
 import re
 from dataclasses import replace
 
 import pytest
 
-from gpt.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
+from gpt.model.config import FIELDS, GPT2_SMALL, PRESETS, GPTConfig
 from helpers import tiny_config
 
 

@@ -1,4 +1,4 @@
-"""gpt/corpus.py: finding and downloading corpora, reading them in blocks, their tokenizers
+"""gpt/data/corpus.py: finding and downloading corpora, reading them in blocks, their tokenizers
 and the token cache."""
 
 import hashlib
@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import gpt.corpus as corpus_module
-from gpt.bpe import SPLIT_PATTERNS
-from gpt.config import tokenizer_config
-from gpt.corpus import Corpus, read_blocks, safe_cut
+import gpt.data.corpus as corpus_module
+import gpt.data.download as download_module
+from gpt.data.corpus import Corpus, read_blocks, safe_cut
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, TiktokenTokenizer
+from gpt.tokenizers.bpe import SPLIT_PATTERNS
+from gpt.tokenizers.settings import tokenizer_config
 
 BPE_300 = tokenizer_config("bpe", vocab_size=300)
 
@@ -56,20 +57,20 @@ class _Response(io.BytesIO):
 
 
 def test_download_checks_size_and_md5(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda url, timeout: _Response(b"not shakespeare"))
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", lambda url, timeout: _Response(b"not shakespeare"))
     target = tmp_path / "tinyshakespeare" / "input.txt"
     with pytest.raises(ValueError, match="expected 1115394 bytes with md5 6fb458f1232090904fb40fe944165e91"):
-        corpus_module.download_shakespeare(target)
+        download_module.download_shakespeare(target)
     assert not target.exists()
     assert not target.parent.exists() or list(target.parent.iterdir()) == []  # no partial file left
 
 
 def test_download_writes_verified_file(tmp_path, monkeypatch, shakespeare):
     data = shakespeare.read_bytes()
-    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda url, timeout: _Response(data))
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", lambda url, timeout: _Response(data))
     path = Corpus(data_dir=tmp_path).path  # "shakespeare", not yet under data_dir
     assert path == tmp_path / "tinyshakespeare" / "input.txt"
-    assert hashlib.md5(path.read_bytes()).hexdigest() == corpus_module.SHAKESPEARE_MD5
+    assert hashlib.md5(path.read_bytes()).hexdigest() == download_module.SHAKESPEARE_MD5
     assert [p.name for p in path.parent.iterdir()] == ["input.txt"]  # no temporary file left beside it
 
 
@@ -77,7 +78,7 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match="could not download Tiny Shakespeare.*--data.corpus PATH"):
         Corpus(data_dir=tmp_path).path
 
@@ -287,7 +288,7 @@ def test_a_damaged_token_cache_is_encoded_again_with_a_warning(tmp_path, small_c
     else:
         corpus_module.manifest_path(path).unlink()
     again = make_corpus(tmp_path, small_corpus)  # a new run opens the cache
-    with caplog.at_level("WARNING", logger="gpt.corpus"):
+    with caplog.at_level("WARNING", logger="gpt.data.corpus"):
         ids = again.ids(again.tokenizer(tokenizer_config()))
     assert "warning: the token cache" in caplog.text and "encoding the corpus again" in caplog.text
     assert tok.decode(ids.tolist()) == small_corpus.read_text() and path.read_bytes() == good
@@ -301,7 +302,7 @@ def test_a_sound_cache_is_read_without_a_word(tmp_path, small_corpus, caplog):
     )
     assert manifest["tokens"] == len(small_corpus.read_text()) and manifest["dtype"] == "uint16"
     caplog.clear()  # the first encoding's INFO line, captured when an earlier test turned gpt's messages on
-    with caplog.at_level("WARNING", logger="gpt.corpus"):
+    with caplog.at_level("WARNING", logger="gpt.data.corpus"):
         again = make_corpus(tmp_path, small_corpus)
         again.ids(again.tokenizer(tokenizer_config()))
     assert caplog.text == ""
@@ -312,7 +313,7 @@ def test_a_damaged_trained_bpe_is_trained_again(tmp_path, small_corpus, caplog):
     trained = corpus.tokenizer(BPE_300)
     path = corpus.bpe_path(BPE_300, 0.1)
     path.write_text(path.read_text()[:100])  # cut short
-    with caplog.at_level("WARNING", logger="gpt.corpus"):
+    with caplog.at_level("WARNING", logger="gpt.data.corpus"):
         again = make_corpus(tmp_path, small_corpus).tokenizer(BPE_300)
     assert "training the BPE again" in caplog.text and again.merges == trained.merges
     named = tokenizer_config("bpe", path=str(tmp_path / "nope.json"))
@@ -336,7 +337,7 @@ def test_any_corpus_bytes_are_read_whole_or_refused_by_name(tmp_path_factory, da
 
 
 def test_a_corpus_of_documents_takes_a_published_or_saved_tokenizer_not_a_new_bpe(tmp_path):
-    from gpt.config import BPESettings
+    from gpt.tokenizers.settings import BPESettings
 
     (tmp_path / "docs.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
     corpus = Corpus(str(tmp_path / "docs.jsonl"), tmp_path / "data")

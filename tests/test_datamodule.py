@@ -1,12 +1,12 @@
-"""gpt/datamodule.py: the splits, the batches and the tokenizer a GPTDataModule serves."""
+"""gpt/train/datamodule.py: the splits, the batches and the tokenizer a GPTDataModule serves."""
 
 import pytest
 import torch
 
-from gpt.config import tokenizer_config
-from gpt.datamodule import GPTDataModule
-from gpt.masking import IGNORE_INDEX
+from gpt.model.masking import IGNORE_INDEX
 from gpt.tokenizers import MASK, PAD
+from gpt.tokenizers.settings import tokenizer_config
+from gpt.train.datamodule import GPTDataModule
 from helpers import FIXTURES, LINES_TEXT, SPEECHES_TEXT
 
 

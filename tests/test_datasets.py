@@ -1,4 +1,4 @@
-"""gpt/datasets.py: training and evaluation windows, examples of natural length, padding."""
+"""gpt/data/datasets.py: training and evaluation windows, examples of natural length, padding."""
 
 import pickle
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gpt.datasets import (
+from gpt.data.datasets import (
     EvalSampler,
     EvalWindows,
     PadBatch,
@@ -16,7 +16,7 @@ from gpt.datasets import (
     grad_accumulation,
     split_examples,
 )
-from gpt.masking import IGNORE_INDEX
+from gpt.model.masking import IGNORE_INDEX
 
 
 def test_train_windows_every_offset():
@@ -125,7 +125,7 @@ def test_grad_accumulation_follows_from_tokens_per_step():
 
 
 def test_shards_must_leave_a_training_window_after_validation():
-    from gpt.datasets import check_shards
+    from gpt.data.datasets import check_shards
 
     with pytest.raises(ValueError, match="the corpus has no text"):
         check_shards([], [], block_size=4, stride=4)

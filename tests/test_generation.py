@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt.bpe import SPLIT_PATTERNS
-from gpt.config import GPTConfig
-from gpt.generation import (
+from gpt.model.config import GPTConfig
+from gpt.model.generation import (
     SEPARATOR,
     SamplingSettings,
     complete,
@@ -20,9 +19,10 @@ from gpt.generation import (
     sample_next,
     start_ids,
 )
-from gpt.layers import AttentionContext, KVCache, rope_cache
-from gpt.model import GPT, build_model
+from gpt.model.layers import AttentionContext, KVCache, rope_cache
+from gpt.model.models import GPT, build_model
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer
+from gpt.tokenizers.bpe import SPLIT_PATTERNS
 from helpers import tiny_config
 
 BLOCK = 16

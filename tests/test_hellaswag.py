@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt.hellaswag import evaluate, read_items, score_item, score_rows
-from gpt.model import GPT, Bigram
+from gpt.eval.hellaswag import evaluate, read_items, score_item, score_rows
+from gpt.model.models import GPT, Bigram
 from gpt.tokenizers import CharTokenizer
 from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars, tiny_config
 
@@ -156,7 +156,7 @@ def fitted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hellaswag")
     (workdir / "corpus.txt").write_text(PLAY)
     data = write_jsonl(workdir / "h.jsonl", ITEMS)
-    callback = ["--trainer.callbacks+=gpt.eval_callbacks.HellaSwagEval", "--trainer.callbacks.path", str(data)]
+    callback = ["--trainer.callbacks+=gpt.train.eval_callbacks.HellaSwagEval", "--trainer.callbacks.path", str(data)]
     result = run_main(*fit_args(workdir / "corpus.txt", workdir / "data", steps=2), *callback, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir / "lightning_logs" / "version_0", data
@@ -164,7 +164,7 @@ def fitted(tmp_path_factory):
 
 def hellaswag_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GPT_TRACEBACK"}
-    cmd = [sys.executable, "-m", "gpt.hellaswag", *args]
+    cmd = [sys.executable, "-m", "gpt.eval.hellaswag", *args]
     return subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
 
 
@@ -204,7 +204,7 @@ def test_the_command_line_names_a_missing_file(fitted, tmp_path):
 def test_items_the_tokenizer_cannot_encode_stop_the_fit_before_training(tmp_path):
     (tmp_path / "corpus.txt").write_text(PLAY)
     data = write_jsonl(tmp_path / "h.jsonl", [{**ITEMS[0], "ctx": "[header] speak"}])
-    callback = ["--trainer.callbacks+=gpt.eval_callbacks.HellaSwagEval", "--trainer.callbacks.path", str(data)]
+    callback = ["--trainer.callbacks+=gpt.train.eval_callbacks.HellaSwagEval", "--trainer.callbacks.path", str(data)]
     result = main_here(*fit_args(tmp_path / "corpus.txt", tmp_path / "data", steps=2), *callback, cwd=tmp_path)
     assert_clean_error(result, "cannot be encoded: character '['")
     assert not list(tmp_path.glob("lightning_logs/**/*.ckpt"))
@@ -214,11 +214,11 @@ def test_the_callback_takes_a_split_name_and_downloads_it_once(tmp_path, monkeyp
     """path: val reads data_dir/hellaswag/hellaswag_val.jsonl, fetched by the first process only."""
     from types import SimpleNamespace
 
-    import gpt.eval_callbacks as eval_callbacks
+    import gpt.train.eval_callbacks as eval_callbacks
 
     fetched, barriers = [], []
 
-    def fake_download(split, data_dir):  # what gpt.hellaswag.download does online, without the network
+    def fake_download(split, data_dir):  # what gpt.eval.hellaswag.download does online, without the network
         path = Path(data_dir) / "hellaswag" / f"hellaswag_{split}.jsonl"
         if not path.exists():
             fetched.append(split)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt.config import GPTConfig
-from gpt.hf import export_checkpoint, from_hf, load_hf, save_hf
-from gpt.model import GPT
+from gpt.interop.hf import export_checkpoint, from_hf, load_hf, save_hf
+from gpt.model.config import GPTConfig
+from gpt.model.models import GPT
 from helpers import FIXTURES, run_main
 
 transformers = pytest.importorskip("transformers")
@@ -194,7 +194,7 @@ def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, t
     (checkpoint,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
 
     export = subprocess.run(
-        [sys.executable, "-m", "gpt.hf", str(checkpoint), str(tmp_path / "exported")],
+        [sys.executable, "-m", "gpt.interop.hf", str(checkpoint), str(tmp_path / "exported")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -217,7 +217,7 @@ def test_init_from_loads_at_setup_and_never_over_a_restored_checkpoint(hf_model,
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from gpt.lit_module import LitGPT
+    from gpt.train.lit_module import LitGPT
 
     hf, path = hf_model
     x = ids()
@@ -263,7 +263,7 @@ def test_only_a_causal_gpt_in_gpt2_layout_exports(tmp_path):
 def test_export_command_errors_are_one_line(tmp_path, checkpoint, out, message):
     (tmp_path / "a_file").write_text("x")
     args = [str(FIXTURES / "legacy" / checkpoint), str(tmp_path / out)]
-    result = subprocess.run([sys.executable, "-m", "gpt.hf", *args], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gpt.interop.hf", *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert not (tmp_path / "out").exists()

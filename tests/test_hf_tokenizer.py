@@ -1,4 +1,4 @@
-"""gpt/hf_tokenizer.py: our tokenizers written for transformers' AutoTokenizer give our ids
+"""gpt/interop/hf_tokenizer.py: our tokenizers written for transformers' AutoTokenizer give our ids
 for any text and decode as ours do; an exported checkpoint generates in transformers'
 pipeline exactly what it generates here. Offline: models are built and trained locally,
 tiktoken's encodings come from TIKTOKEN_CACHE_DIR."""
@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt.checkpoint import load_model
-from gpt.config import GPTConfig
-from gpt.generation import generate
-from gpt.hf import export_checkpoint, save_hf
-from gpt.hf_tokenizer import onig_pattern, save_hf_tokenizer
-from gpt.model import GPT
+from gpt.interop.checkpoint import load_model
+from gpt.interop.hf import export_checkpoint, save_hf
+from gpt.interop.hf_tokenizer import onig_pattern, save_hf_tokenizer
+from gpt.model.config import GPTConfig
+from gpt.model.generation import generate
+from gpt.model.models import GPT
 from gpt.tokenizers import ENDOFTEXT, MASK, PAD, SPECIAL_TOKENS, BPETokenizer, CharTokenizer, TiktokenTokenizer
 from helpers import LINES_TEXT, ROOT
 
@@ -205,7 +205,15 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused_before_anything_is_w
 def test_a_fitted_checkpoint_exported_by_the_command_generates_as_here(fit, request, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, checkpoint, _, _ = request.getfixturevalue(fit)
-    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "gpt.hf", str(checkpoint), str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        "-W",
+        "error::RuntimeWarning",
+        "-m",
+        "gpt.interop.hf",
+        str(checkpoint),
+        str(tmp_path / "out"),
+    ]
     export = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert export.returncode == 0, export.stderr[-3000:]
     assert "RuntimeWarning" not in export.stderr
@@ -215,9 +223,9 @@ def test_a_fitted_checkpoint_exported_by_the_command_generates_as_here(fit, requ
 
 
 def test_the_export_command_starts_without_a_runpy_warning():
-    """`python -m gpt.hf` runs gpt/hf.py as __main__: importing the gpt package first must
-    not import gpt.hf too, or runpy warns that it is run twice."""
-    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "gpt.hf", "--help"]
+    """`python -m gpt.interop.hf` runs gpt/interop/hf.py as __main__: importing the gpt package first must
+    not import gpt.interop.hf too, or runpy warns that it is run twice."""
+    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "gpt.interop.hf", "--help"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage:" in result.stdout and "RuntimeWarning" not in result.stderr

@@ -1,10 +1,10 @@
-"""gpt/layers.py: attention written out and fused, RoPE, the KV cache."""
+"""gpt/model/layers.py: attention written out and fused, RoPE, the KV cache."""
 
 import pytest
 import torch
 import torch.nn as nn
 
-from gpt.layers import (
+from gpt.model.layers import (
     AttentionContext,
     CausalSelfAttention,
     KVCache,

@@ -60,7 +60,7 @@ def test_validate_gives_the_same_metrics(workdir, name):
 def test_export_to_hugging_face_keeps_the_logits(workdir):
     transformers = pytest.importorskip("transformers")
     export = subprocess.run(
-        [sys.executable, "-m", "gpt.hf", str(workdir / "char_gpt2.ckpt"), str(workdir / "hf")],
+        [sys.executable, "-m", "gpt.interop.hf", str(workdir / "char_gpt2.ckpt"), str(workdir / "hf")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""gpt/lit_module.py: LitGPT's settings, steps, metrics, schedule under the Trainer and
+"""gpt/train/lit_module.py: LitGPT's settings, steps, metrics, schedule under the Trainer and
 checkpoint hooks."""
 
 from pathlib import Path
@@ -8,13 +8,13 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from gpt.config import GPTConfig
-from gpt.datamodule import GPTDataModule
-from gpt.generation import SamplingSettings
-from gpt.lit_module import LitGPT
-from gpt.model import GPT, AttentionLM, Bigram
-from gpt.optim import cosine_lr
+from gpt.model.config import GPTConfig
+from gpt.model.generation import SamplingSettings
+from gpt.model.models import GPT, AttentionLM, Bigram
+from gpt.model.optim import cosine_lr
 from gpt.tokenizers import CharTokenizer
+from gpt.train.datamodule import GPTDataModule
+from gpt.train.lit_module import LitGPT
 from helpers import FIXTURES, SPEECHES_TEXT
 
 TINY = dict(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)
@@ -169,7 +169,7 @@ def test_masked_training_logs_accuracy_and_val_masks_are_seeded(tmp_path, mode):
 
 
 def test_tf32_is_set_on_cuda_only():
-    from gpt.lit_module import set_matmul_precision
+    from gpt.train.lit_module import set_matmul_precision
 
     before = torch.get_float32_matmul_precision()
     try:
@@ -185,7 +185,7 @@ def test_tf32_is_set_on_cuda_only():
 
 @pytest.mark.slow  # torch.compile on a CPU: half a minute of compiling
 def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models_load(tmp_path):
-    from gpt.checkpoint import load_model
+    from gpt.interop.checkpoint import load_model
     from helpers import run_main, samples
 
     torch.manual_seed(0)
@@ -210,7 +210,7 @@ def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models
 
 
 def test_compile_with_a_dropout_schedule_is_refused(tmp_path):
-    from gpt.callbacks import DropoutSchedule
+    from gpt.train.callbacks import DropoutSchedule
 
     module = LitGPT(**TINY, compile=True, val_sample_tokens=0)
     data = torch.utils.data.DataLoader([(torch.zeros(8, dtype=torch.long),) * 2] * 4, batch_size=2)

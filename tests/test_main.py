@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from gpt.config import FIELDS, GPTConfig
-from gpt.generation import SamplingSettings
-from gpt.lit_module import LitGPT
-from gpt.optim import cosine_lr
+from gpt.model.config import FIELDS, GPTConfig
+from gpt.model.generation import SamplingSettings
+from gpt.model.optim import cosine_lr
+from gpt.train.lit_module import LitGPT
 from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars
 
 SAMPLE_500 = ["--model.sampling.max_new_tokens", "500"]
@@ -250,7 +250,7 @@ def test_print_config_shows_the_shared_defaults_the_configs_leave_out(tmp_path):
     config = yaml.safe_load(result.stdout)
     assert "vocab_size" not in config["model"]  # linked from the data's tokenizer, never typed
     assert config["data"]["tokenizer"] is None  # unset: the corpus's characters
-    assert config["trainer"]["logger"]["class_path"] == "gpt.tensorboard.RunLogger"
+    assert config["trainer"]["logger"]["class_path"] == "gpt.train.tensorboard.RunLogger"
     assert config["trainer"]["gradient_clip_val"] == 1.0 and config["trainer"]["check_val_every_n_epoch"] is None
     assert config["checkpoint"]["monitor"] == "val/loss" and config["checkpoint"]["save_last"] is True
 

@@ -124,7 +124,11 @@ def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
 def test_prompts_from_a_file_with_samples_in_order_and_saved_as_json_lines(trained, tmp_path):
     _, checkpoint, _, _ = trained
     (tmp_path / "prompts.jsonl").write_text('"First"\n{"prompt": "All:\\nSp"}\n\n"Be"\n', encoding="utf-8")
-    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "out/samples.jsonl"]
+    writer = [
+        "--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter",
+        "--trainer.callbacks.path",
+        "out/samples.jsonl",
+    ]
     settings = "--data.prompts_file prompts.jsonl --data.num_samples 2 --model.sampling.max_new_tokens 25"
     result = predict_here(checkpoint, tmp_path, *settings.split(), "--model.sampling.stop_at_eot", "false", *writer)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -166,7 +170,7 @@ def test_batched_and_streamed_greedy_predict_agree(trained, tmp_path):
 
 def test_stop_strings_and_no_prompt(trained, tmp_path):
     _, checkpoint, _, _ = trained
-    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
+    writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
     settings = "--model.sampling.max_new_tokens 200 --data.num_samples 3".split()
     stop = ["--model.sampling.stop", '[":", "zz"]']
     result = run_main("predict", "--ckpt_path", str(checkpoint), *settings, *stop, *writer, cwd=tmp_path)
@@ -195,7 +199,7 @@ def test_predict_streams_while_it_writes(trained, tmp_path):
 def test_a_signal_stops_predict_and_keeps_the_previous_output_file(trained, tmp_path, signum):
     _, checkpoint, _, _ = trained
     (tmp_path / "s.jsonl").write_text('{"kept": true}\n')
-    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
+    writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
     settings = "--data.prompt First --model.sampling.max_new_tokens 20000".split()
     command = [sys.executable, str(ROOT / "main.py"), "predict", "--ckpt_path", str(checkpoint), *settings, *writer]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
@@ -241,7 +245,7 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
     # The masked model's own TensorBoard tags (see the README's table): accuracy on hidden tokens.
     assert [step for step, _ in scalars(checkpoint.parents[1], "val/acc")] == [3]
     assert all(0 <= acc <= 1 for _, acc in scalars(checkpoint.parents[1], "train/acc"))
-    writer = ["--trainer.callbacks+=gpt.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "fill.jsonl"]
+    writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "fill.jsonl"]
     prompt = ["--data.prompt", "Spe<|mask|>k, <|mask|>peak."]
     out = run_main(
         "predict", "--ckpt_path", str(checkpoint), *prompt, "--model.sampling.top_k", "3", *writer, cwd=tmp_path

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gpt.optim import cosine_lr
-from gpt.runs import hold_run
+from gpt.model.optim import cosine_lr
+from gpt.train.runs import hold_run
 from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
 
 TAGS = ("train/loss", "val/loss", "train/lr", "train/tokens", "val/best_loss")

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gpt.corpus import Corpus
-from gpt.datasets import EvalWindows
+from gpt.data.corpus import Corpus
+from gpt.data.datasets import EvalWindows
 from helpers import LINES_TEXT, QUIET, ROOT, TINY_MODEL, assert_clean_error, run_main, scalars
 
 DDP = "--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu".split()
@@ -124,7 +124,7 @@ def test_tokenization_killed_outright_carries_on_to_the_same_shards(shakespeare,
     sizes = "--data.shard_tokens 500 --data.val_tokens 500".split()  # 600 shards: time to kill it halfway
     # The reference: the same shards written without a stop, by the library.
     reference = Corpus(str(corpus), tmp_path / "reference")
-    from gpt.config import CharSettings
+    from gpt.tokenizers.settings import CharSettings
 
     tokenizer = reference.tokenizer(CharSettings())
     expected = reference.write_shards(tokenizer, 500, 500, workers=1)

@@ -1,10 +1,10 @@
-"""gpt/masking.py: BERT's selection of the tokens to hide, and filling a prompt's <|mask|>."""
+"""gpt/model/masking.py: BERT's selection of the tokens to hide, and filling a prompt's <|mask|>."""
 
 import pytest
 import torch
 
-from gpt.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch, mask_tokens
-from gpt.model import GPT
+from gpt.model.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch, mask_tokens
+from gpt.model.models import GPT
 from gpt.tokenizers import MASK as MASK_TOKEN
 from gpt.tokenizers import PAD, CharTokenizer
 from helpers import tiny_config

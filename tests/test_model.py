@@ -1,4 +1,4 @@
-"""gpt/model.py: the model family from bigram to GPT-2, its options, parameter and FLOP
+"""gpt/model/models.py: the model family from bigram to GPT-2, its options, parameter and FLOP
 counts, padding and bidirectional attention."""
 
 import inspect
@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.config import ARCHS, GPTConfig
-from gpt.layers import KVCache, SwiGLU
-from gpt.model import GPT, build_model
+from gpt.model.config import ARCHS, GPTConfig
+from gpt.model.layers import KVCache, SwiGLU
+from gpt.model.models import GPT, build_model
 from helpers import tiny_config
 
 
@@ -291,7 +291,7 @@ def test_a_padded_vocabulary_has_padded_rows_but_real_logits_only():
 
 
 def test_sampling_never_draws_a_padding_id():
-    from gpt.generation import generate
+    from gpt.model.generation import generate
 
     torch.manual_seed(0)
     model = GPT(tiny_config(vocab_size=50, padded_vocab_multiple=64, tie_weights=False)).eval()

@@ -1,13 +1,13 @@
-"""gpt/optim.py: AdamW's groups, the warmup + cosine schedule, and the scheduler that applies it."""
+"""gpt/model/optim.py: AdamW's groups, the warmup + cosine schedule, and the scheduler that applies it."""
 
 import copy
 
 import pytest
 import torch
 
-from gpt.config import GPTConfig
-from gpt.model import GPT
-from gpt.optim import adamw, cosine_lr, describe_groups, param_groups, warmup_cosine
+from gpt.model.config import GPTConfig
+from gpt.model.models import GPT
+from gpt.model.optim import adamw, cosine_lr, describe_groups, param_groups, warmup_cosine
 from helpers import tiny_config
 
 
@@ -77,7 +77,7 @@ def test_schedules_that_make_no_sense_are_refused(lr, min_lr, message):
 def test_adamw_runs_fused_when_every_parameter_is_on_one_kind_of_device():
     from types import SimpleNamespace
 
-    from gpt.optim import use_fused
+    from gpt.model.optim import use_fused
 
     on = lambda device: SimpleNamespace(device=torch.device(device))  # noqa: E731 (no CUDA needed)
     assert use_fused([on("cuda:0"), on("cuda:1")]) and use_fused([on("cpu")])
@@ -121,7 +121,7 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from gpt.layers import Block
+    from gpt.model.layers import Block
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -157,7 +157,7 @@ def test_under_fsdp_the_weights_keep_their_groups_and_the_loss_is_one_process(tm
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
-    from gpt.optim import muon_adamw
+    from gpt.model.optim import muon_adamw
 
     model = GPT(tiny_config())
     optimizer = muon_adamw(model, learning_rate=1e-2, weight_decay=0.1)
@@ -171,7 +171,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 
 def test_muon_resumed_from_its_state_dict_steps_as_if_never_stopped():
-    from gpt.optim import muon_adamw
+    from gpt.model.optim import muon_adamw
 
     def train(model, optimizer, steps, seed):
         g = torch.Generator().manual_seed(seed)
@@ -203,7 +203,7 @@ def test_the_optimizer_is_fused_unless_fp16_scales_the_gradients():
     fp16 run, whose GradScaler unscales before clipping, gets an unfused one."""
     from types import SimpleNamespace
 
-    from gpt.lit_module import make_optimizer
+    from gpt.train.lit_module import make_optimizer
 
     model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8))
     for optimizer_name in ("adamw", "muon"):

@@ -1,10 +1,10 @@
-"""gpt/prompts.py: prompts typed on the command line or read from a file."""
+"""gpt/data/prompts.py: prompts typed on the command line or read from a file."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt.prompts import prompt_items, read_prompts, unescape
+from gpt.data.prompts import prompt_items, read_prompts, unescape
 
 
 def test_unescape_prompt():

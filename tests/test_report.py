@@ -1,4 +1,4 @@
-"""gpt/report.py: parameters and memory of any model, and the command that prints them."""
+"""gpt/eval/report.py: parameters and memory of any model, and the command that prints them."""
 
 import subprocess
 import sys
@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpt.config import GPTConfig
-from gpt.model import GPT
-from gpt.report import count, report
+from gpt.eval.report import count, report
+from gpt.model.config import GPTConfig
+from gpt.model.models import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpt.report", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "gpt.eval.report", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def test_report_command_gives_the_published_gpt2_counts():
@@ -55,7 +55,7 @@ def test_training_memory_is_what_adamw_really_holds():
 
 
 def test_report_has_an_option_for_every_model_setting():
-    from gpt.config import FIELDS
+    from gpt.model.config import FIELDS
 
     help_text = run_report("--help").stdout
     assert all(f"--{field}" in help_text for field in FIELDS)
@@ -65,7 +65,7 @@ def test_report_has_an_option_for_every_model_setting():
 
 
 def test_gpu_peak_flops_by_device_name():
-    from gpt.report import gpu_peak_flops
+    from gpt.eval.report import gpu_peak_flops
 
     assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
     assert gpu_peak_flops("NVIDIA A100-PCIE-40GB", "tf32") == 156e12

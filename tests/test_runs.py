@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gpt.runs import LAST, RunInUse, claim_new_run, hold_run, new_run, newest_last, run_of
+from gpt.train.runs import LAST, RunInUse, claim_new_run, hold_run, new_run, newest_last, run_of
 
 
 def test_runs_started_at_the_same_moment_get_different_folders(tmp_path):
@@ -20,7 +20,7 @@ def test_runs_started_at_the_same_moment_get_different_folders(tmp_path):
 
 def test_a_folder_made_since_the_listing_is_skipped_not_shared(tmp_path, monkeypatch):
     (tmp_path / "version_0").mkdir()  # another run made it after this one listed the runs
-    monkeypatch.setattr("gpt.runs.run_folders", lambda experiment: [])
+    monkeypatch.setattr("gpt.train.runs.run_folders", lambda experiment: [])
     assert claim_new_run(tmp_path) == 1
 
 
@@ -40,7 +40,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     run = tmp_path / "version_0"
     run.mkdir()
     (run / "events").write_text("x")
-    hold = f"import pathlib, time\nfrom gpt.runs import hold_run\nwith hold_run(pathlib.Path({str(run)!r})):\n"
+    hold = f"import pathlib, time\nfrom gpt.train.runs import hold_run\nwith hold_run(pathlib.Path({str(run)!r})):\n"
     hold += "    print('held', flush=True)\n    time.sleep(60)\n"
     holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"

@@ -1,11 +1,11 @@
-"""gpt/shards.py: documents tokenized into shards by worker processes, resumable."""
+"""gpt/data/shards.py: documents tokenized into shards by worker processes, resumable."""
 
 import json
 
 import numpy as np
 import pytest
 
-from gpt.shards import id_dtype, open_shards, write_shards
+from gpt.data.shards import id_dtype, open_shards, write_shards
 from gpt.tokenizers import ENDOFTEXT, CharTokenizer
 
 DOCS = [f"document {i}: " + "abcdefgh"[: i % 8 + 1] * (i % 5 + 1) + "\n" for i in range(60)]
@@ -40,7 +40,7 @@ def test_shards_hold_every_document_after_its_endoftext(tmp_path):
 
 
 def test_two_workers_write_the_same_shards_as_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("gpt.shards.CHUNK_DOCS", 4)  # many chunks in flight, out of order in time
+    monkeypatch.setattr("gpt.data.shards.CHUNK_DOCS", 4)  # many chunks in flight, out of order in time
     write_shards(documents, TOKENIZER, tmp_path / "one", shard_tokens=97, val_tokens=40, workers=1)
     write_shards(documents, TOKENIZER, tmp_path / "two", shard_tokens=97, val_tokens=40, workers=2)
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
@@ -116,7 +116,7 @@ def test_a_second_writer_waits_and_reads_what_the_first_wrote(tmp_path):
     waits for its lock and then takes the finished shards without reading a document."""
     import threading
 
-    from gpt.shards import one_writer
+    from gpt.data.shards import one_writer
 
     reference = write_shards(documents, TOKENIZER, tmp_path / "reference", shard_tokens=64, workers=1)
     folder = tmp_path / "shared"

@@ -1,4 +1,4 @@
-"""gpt/sources.py: documents of .jsonl / .parquet files (and hub datasets) through `datasets`."""
+"""gpt/data/sources.py: documents of .jsonl / .parquet files (and hub datasets) through `datasets`."""
 
 import json
 
@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gpt.sources import DocumentSource, HubDataset, is_document_corpus
+from gpt.data.sources import DocumentSource, HubDataset, is_document_corpus
 
 
 def write_jsonl(path, records):

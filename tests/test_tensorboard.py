@@ -1,4 +1,4 @@
-"""gpt/tensorboard.py and the speed monitor, read back from the event files of a real fit (the
+"""gpt/train/tensorboard.py and the speed monitor, read back from the event files of a real fit (the
 `trained` fixture: 2 layers, 2 heads, 32 wide, context 32, 12 steps of 8 x 32 tokens,
 validation every 6 steps, logs every 2)."""
 
@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from gpt.checkpoint import load_model
-from gpt.tensorboard import LAYOUT
-from gpt.visualize import token_label
+from gpt.eval.visualize import token_label
+from gpt.interop.checkpoint import load_model
+from gpt.train.tensorboard import LAYOUT
 from helpers import ROOT, fit_args, main_here, scalars
 
 MASKED_ONLY = {"val/acc", "train/acc"}

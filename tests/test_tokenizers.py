@@ -6,8 +6,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt.bpe import SPLIT_PATTERNS
-from gpt.config import tokenizer_config
 from gpt.tokenizers import (
     ENDOFTEXT,
     MASK,
@@ -17,6 +15,8 @@ from gpt.tokenizers import (
     TiktokenTokenizer,
     tokenizer_from_state,
 )
+from gpt.tokenizers.bpe import SPLIT_PATTERNS
+from gpt.tokenizers.settings import tokenizer_config
 
 # ---------------------------------------------------------------- characters
 

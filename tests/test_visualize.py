@@ -1,13 +1,13 @@
-"""gpt/visualize.py: attention maps are the weights attention really uses, and pictures of them."""
+"""gpt/eval/visualize.py: attention maps are the weights attention really uses, and pictures of them."""
 
 import pytest
 import torch
 
-from gpt.config import GPTConfig
-from gpt.layers import AttentionContext, rope_cache
-from gpt.model import build_model
+from gpt.eval.visualize import attention_image, attention_maps, attention_modules, describe_tokens, token_label
+from gpt.model.config import GPTConfig
+from gpt.model.layers import AttentionContext, rope_cache
+from gpt.model.models import build_model
 from gpt.tokenizers import CharTokenizer
-from gpt.visualize import attention_image, attention_maps, attention_modules, describe_tokens, token_label
 
 SMALL = dict(vocab_size=20, n_layer=2, n_head=4, n_embd=32, block_size=16, dropout=0.1)
 

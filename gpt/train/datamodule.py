@@ -1,13 +1,13 @@
 """GPTDataModule: the Lightning hooks and dataloaders around a corpus.
 
-corpus (gpt/corpus.py: Tiny Shakespeare, a text file, or a folder of .txt files) ->
+corpus (gpt/data/corpus.py: Tiny Shakespeare, a text file, or a folder of .txt files) ->
 tokenizer (characters, a tiktoken encoding, or a BPE trained on the training split) ->
 ids, encoded once and cached -> first 90% train, last 10% validation -> windows of
-block_size + 1 ids (gpt/datasets.py), x = ids[:-1], y = ids[1:]; or examples of their
-natural length, padded per batch. Predict serves prompts (gpt/prompts.py).
+block_size + 1 ids (gpt/data/datasets.py), x = ids[:-1], y = ids[1:]; or examples of their
+natural length, padded per batch. Predict serves prompts (gpt/data/prompts.py).
 
-A corpus of documents (.jsonl/.parquet files, a Hugging Face dataset: gpt/sources.py) is
-tokenized by worker processes into shards (gpt/shards.py): the first val_tokens ids are the
+A corpus of documents (.jsonl/.parquet files, a Hugging Face dataset: gpt/data/sources.py) is
+tokenized by worker processes into shards (gpt/data/shards.py): the first val_tokens ids are the
 validation split, the rest training windows. Every rank trains on its own windows and scores
 its own share of the validation windows, each once.
 """
@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from gpt.checkpoint import read_tokenizer
-from gpt.config import CharSettings, TokenizerConfig
-from gpt.corpus import Corpus
-from gpt.datasets import (
+from gpt.data.corpus import Corpus
+from gpt.data.datasets import (
     EvalSampler,
     EvalWindows,
     PadBatch,
@@ -37,10 +35,12 @@ from gpt.datasets import (
     split_examples,
     split_text,
 )
-from gpt.prompts import prompt_items, read_prompts, unescape
-from gpt.shards import SHARD_TOKENS, SPLITS
-from gpt.sources import HubDataset
+from gpt.data.prompts import prompt_items, read_prompts, unescape
+from gpt.data.shards import SHARD_TOKENS, SPLITS
+from gpt.data.sources import HubDataset
+from gpt.interop.checkpoint import read_tokenizer
 from gpt.tokenizers import MASK, PAD, Tokenizer
+from gpt.tokenizers.settings import CharSettings, TokenizerConfig
 
 
 def as_list(batch: list) -> list:

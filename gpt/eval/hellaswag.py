@@ -2,7 +2,7 @@
 
     items = read_items(download("val", "data"))        # 10,042 items: ctx, 4 endings, label
     evaluate(model, tokenizer, items, "cpu")           # {"acc": ..., "acc_norm": ..., "n": ...}
-    python -m gpt.hellaswag lightning_logs/.../last.ckpt --limit 500 [--log]
+    python -m gpt.eval.hellaswag lightning_logs/.../last.ckpt --limit 500 [--log]
 
 Scored as llm.c's dev/data/hellaswag.py does ("completion style"): each ending is encoded
 as " " + ending after the context's tokens, and the model's log-probability of the
@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from gpt.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights
-from gpt.corpus import fetch
+from gpt.data.download import fetch
 from gpt.files import write_bytes
-from gpt.model import LanguageModel, build_model
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights
+from gpt.model.models import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer
 
 # The dataset as its authors serve it (the URLs llm.c downloads). The test split's labels are hidden.
@@ -235,7 +235,9 @@ def log_scalars(run_dir: Path, step: int, scalars: dict[str, float]) -> Path:
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import ActionYesNo, ArgumentParser
 
-    p = ArgumentParser(prog="python -m gpt.hellaswag", description="HellaSwag accuracy of a checkpoint of main.py fit")
+    p = ArgumentParser(
+        prog="python -m gpt.eval.hellaswag", description="HellaSwag accuracy of a checkpoint of main.py fit"
+    )
     p.add_argument("ckpt", type=str, help="a checkpoint, e.g. lightning_logs/NAME/version_0/checkpoints/last.ckpt")
     p.add_argument("--data", type=str | None, default=None, help="a HellaSwag jsonl file (default: --split's)")
     p.add_argument("--split", type=str, default="val", help="train, val or test, downloaded into --data_dir")

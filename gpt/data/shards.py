@@ -14,7 +14,7 @@ manifest.json lists the finished shards: tokens, md5, and the position in the do
 stream where the next shard begins (document index, ids of it already written). Each shard and
 then the manifest are written atomically, so after a kill the manifest describes whole shards
 only; a rerun checks them and tokenizes on from that position. The document order is fixed
-(gpt/sources.py), so the shards are the same as an uninterrupted run's, byte for byte.
+(gpt/data/sources.py), so the shards are the same as an uninterrupted run's, byte for byte.
 
 Memory stays flat: documents are read one at a time and at most a few chunks of them are in
 flight to the workers; one shard's buffer is the largest thing held.

@@ -21,56 +21,24 @@ import hashlib
 import itertools
 import json
 import logging
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpt.bpe import SPLIT_PATTERNS
-from gpt.config import TokenizerConfig
-from gpt.files import atomic_write, md5_of, write_bytes, write_text
-from gpt.shards import SHARD_TOKENS, id_dtype, open_shards, write_shards
-from gpt.sources import DocumentSource, HubDataset, is_document_corpus
+from gpt.data.download import download_shakespeare
+from gpt.data.shards import SHARD_TOKENS, id_dtype, open_shards, write_shards
+from gpt.data.sources import DocumentSource, HubDataset, is_document_corpus
+from gpt.files import atomic_write, md5_of, write_text
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer, TiktokenTokenizer, Tokenizer
+from gpt.tokenizers.bpe import SPLIT_PATTERNS
+from gpt.tokenizers.settings import TokenizerConfig
 
 log = logging.getLogger(__name__)
 
-# Tiny Shakespeare, as Karpathy's char-rnn repository serves it.
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHAKESPEARE_SIZE = 1_115_394
-SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
-
 BLOCK_CHARS = 1 << 18  # text is read, and encoded, about 256k characters at a time
 BATCH_BLOCKS = 32  # blocks per call of the tokenizer's (multi-threaded) batch encoder
-
-
-def fetch(url: str, what: str, path: Path, option: str) -> bytes:
-    """The bytes at `url`, meant for `path`; offline, an error that says where the file can go
-    instead, or which option names one."""
-    log.info(f"Downloading {what} from {url} to {path}")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return response.read()
-    except OSError as e:
-        raise FileNotFoundError(
-            f"could not download {what} from {url} ({e}); without internet, put the file at {path} or pass its "
-            f"path with {option} PATH"
-        ) from None
-
-
-def download_shakespeare(path: Path, url: str = SHAKESPEARE_URL) -> Path:
-    """Download Tiny Shakespeare to `path`, check its size and md5, write it atomically."""
-    data = fetch(url, "Tiny Shakespeare", path, "--data.corpus")
-    md5 = hashlib.md5(data).hexdigest()
-    if len(data) != SHAKESPEARE_SIZE or md5 != SHAKESPEARE_MD5:
-        raise ValueError(
-            f"downloaded Tiny Shakespeare is {len(data)} bytes with md5 {md5}; expected "
-            f"{SHAKESPEARE_SIZE} bytes with md5 {SHAKESPEARE_MD5}. Nothing was written."
-        )
-    write_bytes(path, data)
-    return path
 
 
 def safe_cut(text: str, start: int = 0) -> int:
@@ -117,8 +85,8 @@ class Corpus:
     Args:
         source: "shakespeare" (found under data_dir, else downloaded), the path of a UTF-8
             text file, or a folder whose .txt files are the documents; or documents read with
-            `datasets` (gpt/sources.py): .jsonl/.parquet files or a HubDataset, tokenized
-            into shards (gpt/shards.py) rather than one cache file.
+            `datasets` (gpt/data/sources.py): .jsonl/.parquet files or a HubDataset, tokenized
+            into shards (gpt/data/shards.py) rather than one cache file.
         data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
         text_field: The field of a .jsonl/.parquet/hub record that holds its text.
     """

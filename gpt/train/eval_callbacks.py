@@ -2,10 +2,10 @@
 
     trainer:
       callbacks:
-        - class_path: gpt.eval_callbacks.HellaSwagEval
+        - class_path: gpt.train.eval_callbacks.HellaSwagEval
           init_args: {path: val, limit: 1000}     # val: downloaded once into data/hellaswag
 
-The scoring itself is plain torch (`gpt/hellaswag.py`); this file only decides when it
+The scoring itself is plain torch (`gpt/eval/hellaswag.py`); this file only decides when it
 runs and where its numbers go.
 """
 
@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from gpt.hellaswag import HELLASWAG_URLS, correct_counts, download, encode_item, read_items
+from gpt.eval.hellaswag import HELLASWAG_URLS, correct_counts, download, encode_item, read_items
 
 
 class HellaSwagEval(Callback):

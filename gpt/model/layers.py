@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.config import GPTConfig
+from gpt.model.config import GPTConfig
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_size)
 

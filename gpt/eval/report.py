@@ -1,9 +1,9 @@
 """How big a model is: parameters and memory, for a preset with any field changed.
 
-    python -m gpt.report --preset gpt2
-    python -m gpt.report --preset gpt2 --qkv_bias false      # 163,009,536 untied
-    python -m gpt.report --preset baby --pos rope --mlp swiglu
-    python -m gpt.report --help
+    python -m gpt.eval.report --preset gpt2
+    python -m gpt.eval.report --preset gpt2 --qkv_bias false      # 163,009,536 untied
+    python -m gpt.eval.report --preset baby --pos rope --mlp swiglu
+    python -m gpt.eval.report --help
 
 The model is built on PyTorch's meta device: shapes without memory, so gpt2-xl counts
 in a moment. Plain torch and jsonargparse, no Lightning.
@@ -17,9 +17,9 @@ import time
 import torch
 from jsonargparse import ArgumentParser
 
-from gpt.config import GPTConfig
 from gpt.errors import exit_on_user_error
-from gpt.model import build_model
+from gpt.model.config import GPTConfig
+from gpt.model.models import build_model
 
 # Bytes per parameter while training with AdamW: weights, gradients, and AdamW's two
 # moving averages (m and v). Lightning's bf16-mixed keeps all four in fp32 and only
@@ -158,7 +158,7 @@ def format_report(config: GPTConfig) -> str:
 
 def parser() -> ArgumentParser:
     """One option per GPTConfig field (--preset among them), documented as GPTConfig is."""
-    p = ArgumentParser(prog="python -m gpt.report", description=__doc__)
+    p = ArgumentParser(prog="python -m gpt.eval.report", description=__doc__)
     p.add_class_arguments(GPTConfig)
     return p
 

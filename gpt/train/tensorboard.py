@@ -20,9 +20,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.tensorboard.summary import hparams
 
+from gpt.eval.visualize import MAX_PROMPT_TOKENS, attention_image, attention_maps, describe_tokens, token_label
 from gpt.files import write_text
-from gpt.generation import SamplingSettings, complete, start_ids
-from gpt.visualize import MAX_PROMPT_TOKENS, attention_image, attention_maps, describe_tokens, token_label
+from gpt.model.generation import SamplingSettings, complete, start_ids
 
 # A line Shakespeare readers know, for the attention maps: the same text at every validation.
 ATTENTION_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"

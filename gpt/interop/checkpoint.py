@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from gpt.config import FIELDS, GPTConfig
-from gpt.model import LanguageModel, build_model
+from gpt.model.config import FIELDS, GPTConfig
+from gpt.model.models import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
 MODEL_PREFIX = "model."  # the LightningModule keeps the model as self.model

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.layers import MultiHeadAttention
+from gpt.model.layers import MultiHeadAttention
 from gpt.tokenizers import Tokenizer
 
 # A dark-to-bright ramp (black, purple, orange, pale yellow, as matplotlib's "magma"):

@@ -21,9 +21,9 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from gpt.checkpoint import load_checkpoint
+from gpt.eval.report import gpu_peak_flops, matmul_peak_flops
 from gpt.files import atomic_write
-from gpt.report import gpu_peak_flops, matmul_peak_flops
+from gpt.interop.checkpoint import load_checkpoint
 
 
 def tokens_in(batch: Any) -> int | torch.Tensor:
@@ -34,7 +34,7 @@ def tokens_in(batch: Any) -> int | torch.Tensor:
 
 def peak_flops(trainer: L.Trainer) -> float | None:
     """FLOP/s one device can do at this precision: the datasheet's on a known GPU (ours,
-    gpt.report.PEAK_FLOPS, else Lightning's table), a measured matmul on a CPU."""
+    gpt.eval.report.PEAK_FLOPS, else Lightning's table), a measured matmul on a CPU."""
     device = trainer.strategy.root_device
     precision = str(trainer.precision)
     dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
@@ -119,7 +119,7 @@ class JSONLinesWriter(BasePredictionWriter):
     """Save what predict writes, one JSON object a sample: index (of the prompt), sample,
     prompt (null: none), completion, finish ("stop", "eot" or "length") and settings.
 
-        python main.py predict --ckpt_path ... --trainer.callbacks+=gpt.callbacks.JSONLinesWriter \\
+        python main.py predict --ckpt_path ... --trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter \\
             --trainer.callbacks.path samples.jsonl
     """
 
@@ -164,7 +164,7 @@ class DropoutSchedule(Callback):
 
         trainer:
           callbacks:
-            - class_path: gpt.callbacks.DropoutSchedule
+            - class_path: gpt.train.callbacks.DropoutSchedule
               init_args: {start: 0.2, end: 0.0, steps: 1000}
     """
 
@@ -332,7 +332,7 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
 
 class SafeCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically beside their target (flushed, fsynced, renamed: a crash
-    never leaves half a file or loses the previous one), and read through gpt.checkpoint:
+    never leaves half a file or loses the previous one), and read through gpt.interop.checkpoint:
     checked whole, weights_only, finite."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:

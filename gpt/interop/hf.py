@@ -3,13 +3,13 @@
     model = from_hf("checkpoints/gpt2")             # a folder from the Hub, or a .safetensors file
     load_hf(model, "checkpoints/gpt2")              # into a model you built, shapes checked
     save_hf(model, "out/my-gpt")                    # GPT2LMHeadModel.from_pretrained("out/my-gpt")
-    python -m gpt.hf lightning_logs/.../last.ckpt out/my-gpt   # export a checkpoint and its tokenizer
+    python -m gpt.interop.hf lightning_logs/.../last.ckpt out/my-gpt   # export a checkpoint and its tokenizer
 
 Hugging Face's GPT-2 has the same modules under the same names as ours (nanoGPT chose
 them so), with two differences: its four projection matrices are Conv1D weights stored
 (in, out), the transpose of nn.Linear's (out, in); and a tied LM head is not saved.
 Reading needs `safetensors` (or torch, for pytorch_model.bin), not `transformers`. The
-tokenizer is written by gpt.hf_tokenizer, for AutoTokenizer.from_pretrained.
+tokenizer is written by gpt.interop.hf_tokenizer, for AutoTokenizer.from_pretrained.
 Plain torch, no Lightning.
 """
 
@@ -24,12 +24,12 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from gpt.checkpoint import load_model
-from gpt.config import GPTConfig
 from gpt.errors import exit_on_user_error
 from gpt.files import write_bytes, write_text
-from gpt.hf_tokenizer import save_hf_tokenizer
-from gpt.model import GPT
+from gpt.interop.checkpoint import load_model
+from gpt.interop.hf_tokenizer import save_hf_tokenizer
+from gpt.model.config import GPTConfig
+from gpt.model.models import GPT
 from gpt.tokenizers import PAD, Tokenizer
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -22,8 +22,8 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from gpt.config import GPTConfig
-from gpt.layers import (
+from gpt.model.config import GPTConfig
+from gpt.model.layers import (
     AttentionContext,
     Block,
     Head,

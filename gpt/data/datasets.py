@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from gpt.masking import IGNORE_INDEX  # targets with this value are not scored
+from gpt.model.masking import IGNORE_INDEX  # targets with this value are not scored
 
 
 class TrainWindows(Dataset):

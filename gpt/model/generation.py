@@ -27,7 +27,7 @@ from typing import TextIO
 import torch
 import torch.nn as nn
 
-from gpt.layers import KVCache
+from gpt.model.layers import KVCache
 from gpt.tokenizers import Tokenizer
 
 SEPARATOR = "-" * 40  # printed after each sample

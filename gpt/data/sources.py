@@ -8,7 +8,7 @@ folders of them) and Hugging Face hub datasets, read with the `datasets` library
 Everything is streamed (datasets' streaming mode): a corpus of billions of tokens is read one
 record at a time and never held in memory. The order is the files' path order, then the
 records' order in each file: the same on every read, which is what lets tokenization stop and
-carry on (gpt/shards.py).
+carry on (gpt/data/shards.py).
 
 Plain Python, no Lightning.
 """
@@ -32,7 +32,7 @@ class HubDataset:
     Args:
         path: The dataset's repository, e.g. HuggingFaceFW/fineweb or Skylion007/openwebtext.
         name: Its configuration (datasets' `name`), e.g. sample-10BT.
-        split: The split to read; validation is held out from its first tokens (gpt/shards.py).
+        split: The split to read; validation is held out from its first tokens (gpt/data/shards.py).
         revision: A commit or tag, so that a rerun reads the very same data.
     """
 

@@ -1,8 +1,8 @@
 """LitGPT: the LightningModule that trains a GPT and samples from it.
 
 The steps, the loss and metrics, the optimizer, the checkpoint hooks and predict_step. The
-model (gpt/model.py), the optimizer and schedule (gpt/optim.py), sampling
-(gpt/generation.py) and masking (gpt/masking.py) are plain torch; devices, precision, DDP,
+model (gpt/model/models.py), the optimizer and schedule (gpt/model/optim.py), sampling
+(gpt/model/generation.py) and masking (gpt/model/masking.py) are plain torch; devices, precision, DDP,
 accumulation, clipping, checkpointing and logging belong to Lightning's Trainer.
 """
 
@@ -22,15 +22,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
-from gpt.callbacks import DropoutSchedule
-from gpt.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
-from gpt.config import GPTConfig
-from gpt.generation import SEPARATOR, SamplingSettings, complete_many
-from gpt.hf import load_hf
-from gpt.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
-from gpt.model import GPT, build_model
-from gpt.optim import WarmupCosine, adamw, describe_groups, muon_adamw
+from gpt.interop.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
+from gpt.interop.hf import load_hf
+from gpt.model.config import GPTConfig
+from gpt.model.generation import SEPARATOR, SamplingSettings, complete_many
+from gpt.model.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
+from gpt.model.models import GPT, build_model
+from gpt.model.optim import WarmupCosine, adamw, describe_groups, muon_adamw
 from gpt.tokenizers import Tokenizer
+from gpt.train.callbacks import DropoutSchedule
 
 VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
 FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when sampling.top_k is unset
@@ -139,7 +139,7 @@ class LitGPT(L.LightningModule):
                 Fastest on a GPU; on a CPU it needs a C++ compiler. Checkpoints are the same either way.
             tf32: On CUDA, fp32 matmuls in TensorFloat-32 (10-bit mantissa, fast on tensor cores); not on a CPU.
             sampling: How predict samples (not saved with the model: each predict says its own).
-            config: The model: GPTConfig's fields (gpt/config.py), each given here overriding
+            config: The model: GPTConfig's fields (gpt/model/config.py), each given here overriding
                 its preset's value, e.g. preset="baby", n_layer=4.
         """
         super().__init__()

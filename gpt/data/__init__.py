@@ -1,0 +1,2 @@
+"""Text to batches, plain Python: corpora (files, folders, downloads), documents (.jsonl,
+.parquet, the hub) tokenized into shards, windows and examples and their samplers, prompts."""

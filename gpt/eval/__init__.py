@@ -1,0 +1,1 @@
+"""Measuring a model: HellaSwag, reports of size and memory, attention maps."""
