@@ -1,5 +1,6 @@
 """What several test files share: small corpora, Tiny Shakespeare, running the CLI."""
 
+import json
 import os
 import signal
 import subprocess
@@ -142,9 +143,14 @@ def samples(stdout: str) -> list[str]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    import json
-
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    """One JSON value a line, UTF-8; the folder made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from gpt.data.prompts import prompt_items
 from gpt.model.generation import SamplingSettings
 from gpt.tokenizers import CharTokenizer
-from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter, SafeCheckpointIO
+from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter
+from gpt.train.checkpointing import SafeCheckpointIO
 from gpt.train.datamodule import GPTDataModule, as_list
 from gpt.train.lit_module import LitGPT
 

@@ -16,7 +16,7 @@ from gpt.interop.checkpoint import (
     model_weights,
     read_tokenizer,
 )
-from gpt.model.models import GPT, TransformerLM
+from gpt.model.models import GPT, BlocksLM
 from helpers import FIXTURES, LINES_TEXT
 
 LEGACY = FIXTURES / "legacy"
@@ -36,7 +36,7 @@ def test_load_model_gives_a_plain_model_in_eval_mode_with_its_tokenizer():
 def test_model_config_from_the_hyperparameters():
     blocks = model_config(load_checkpoint(LEGACY / "char_blocks.ckpt"))
     assert (blocks.arch, blocks.n_layer, blocks.n_embd, blocks.block_size, blocks.causal) == ("blocks", 1, 16, 16, True)
-    assert isinstance(load_model(LEGACY / "char_blocks.ckpt")[0], TransformerLM)
+    assert isinstance(load_model(LEGACY / "char_blocks.ckpt")[0], BlocksLM)
     masked = model_config(load_checkpoint(LEGACY / "bpe_masked.ckpt"))
     assert (masked.pos, masked.mlp, masked.norm, masked.bias) == ("rope", "swiglu", "rmsnorm", False)
     assert masked.causal is False  # a masked model attends both ways: its objective says so

@@ -42,6 +42,49 @@ def test_folder_without_text_files(tmp_path):
         make_corpus(tmp_path, tmp_path / "empty").files()
 
 
+def test_a_folder_of_code_says_what_it_has_and_how_to_take_it(tmp_path):
+    (tmp_path / "src").mkdir()
+    for name in ("a.py", "b.py", "README.md"):
+        (tmp_path / "src" / name).write_text("x = 1\n")
+    with pytest.raises(FileNotFoundError, match=r"has no .txt files \(it has 2 .py, 1 .md\); choose its files with"):
+        make_corpus(tmp_path, tmp_path / "src").files()
+
+
+@pytest.fixture
+def code_folder(tmp_path):
+    """A small source tree: tabs, Windows line ends, non-ASCII, a hidden folder and a binary."""
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / ".git").mkdir()
+    (src / "pkg" / "b.py").write_bytes(b"def f():\r\n\treturn 'caf\xc3\xa9'\r\n")
+    (src / "a.py").write_text("import os\n\n\nclass A:\n\tpass\n", encoding="utf-8")
+    (src / "notes.md").write_text("# Notes\n")
+    (src / ".git" / "c.py").write_text("hidden = True\n")
+    (src / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    return src
+
+
+@pytest.mark.parametrize("how", ["glob", "extensions"])
+def test_a_folder_of_code_trains_with_every_character_kept(tmp_path, code_folder, how):
+    if how == "glob":
+        corpus = Corpus(str(code_folder / "**" / "*.py"), data_dir=tmp_path / "data")
+    else:
+        corpus = Corpus(str(code_folder), data_dir=tmp_path / "data", extensions=(".py", ".md"))
+    names = [p.relative_to(code_folder).as_posix() for p in corpus.files()]
+    assert names == (["a.py", "pkg/b.py"] if how == "glob" else ["a.py", "notes.md", "pkg/b.py"])
+    tok = corpus.tokenizer(tokenizer_config())
+    assert {"\t", "\r", "é"} <= set(tok.decode(list(range(tok.vocab_size - 1))))
+    text = tok.decode(cached_ids(corpus, tok).tolist())
+    docs = [(code_folder / n).read_bytes().decode("utf-8") for n in names]
+    assert text == ENDOFTEXT.join(docs)  # byte for byte: tabs, \r\n, é
+    assert corpus.name == "src"
+
+
+def test_a_glob_that_matches_nothing_is_one_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"corpus glob .*\*\*/\*.rs' matches no files"):
+        Corpus(str(tmp_path / "**" / "*.rs"), data_dir=tmp_path / "data").files()
+
+
 def test_corpus_that_is_not_utf8(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.txt' is not UTF-8 text"):

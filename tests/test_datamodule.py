@@ -7,7 +7,7 @@ from gpt.model.masking import IGNORE_INDEX
 from gpt.tokenizers import MASK, PAD
 from gpt.tokenizers.settings import tokenizer_config
 from gpt.train.datamodule import GPTDataModule
-from helpers import FIXTURES, LINES_TEXT, SPEECHES_TEXT
+from helpers import FIXTURES, LINES_TEXT, SPEECHES_TEXT, write_jsonl
 
 
 def make_dm(tmp_path, corpus, **kwargs) -> GPTDataModule:
@@ -168,3 +168,18 @@ def test_a_corpus_of_documents_trains_on_windows_only(tmp_path):
     (tmp_path / "docs.jsonl").write_text('{"text": "one"}\n')
     with pytest.raises(ValueError, match="data.mode paragraphs needs a text corpus"):
         GPTDataModule(corpus=str(tmp_path / "docs.jsonl"), mode="paragraphs")
+
+
+def test_a_corpus_of_documents_smaller_than_a_shard_holds_out_a_share_by_itself(tmp_path, caplog):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": f"Speech {i}: speak, speak.\n"} for i in range(300)])
+    dm = make_dm(tmp_path, docs, tokenize_workers=1)
+    with caplog.at_level("INFO", logger="gpt"):
+        ready(dm)
+    (train,), (val,) = dm.train_ids, dm.val_ids
+    n = len(train) + len(val)
+    assert len(val) == int(n * 0.1) and len(train) == n - len(val)
+    assert f"The corpus has {n:,} tokens, less than one shard: holding out its first {len(val):,} (10%" in caplog.text
+    assert len(dm.train_dataloader()) > 0 and len(dm.val_dataloader()) > 0
+    # A count given is a count kept: the first 500 ids, and the rest trains.
+    dm = ready(make_dm(tmp_path, docs, tokenize_workers=1, val_tokens=500, shard_tokens=1000))
+    assert sum(map(len, dm.val_ids)) == 500 and sum(map(len, dm.train_ids)) == n - 500

@@ -13,7 +13,7 @@ from gpt.model.generation import (
     SEPARATOR,
     SamplingSettings,
     complete,
-    complete_many,
+    complete_batch,
     generate,
     generate_tokens,
     sample_next,
@@ -267,7 +267,7 @@ def run(tokenizer, script_text: str, prompt: str = "a", **settings):
     script = tokenizer.encode(script_text, allowed_special="all") + [0] * 20
     model = Scripted(script, len(tokenizer.encode(prompt)), tokenizer.vocab_size)
     pieces = []
-    (result,) = complete(
+    (result,) = complete_batch(
         model,
         tokenizer,
         [prompt],
@@ -349,18 +349,18 @@ def test_cache_under_bf16_autocast():
 # ---- many prompts: batches by length, streaming, order
 
 
-def test_complete_many_batches_by_length_and_keeps_the_order():
+def test_complete_batches_by_length_and_keeps_the_order():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
     tokenizer = CharTokenizer("abcde")
     prompts = ["ab", "c", "ab", None, "ab"]
     settings = SamplingSettings(max_new_tokens=20, temperature=1.0, stream=False)
-    results = complete_many(model, tokenizer, prompts, settings, torch.Generator().manual_seed(1))
+    results = complete(model, tokenizer, prompts, settings, torch.Generator().manual_seed(1))
     assert [r.prompt for r in results] == prompts
     assert all(len(r.text) == 20 and r.finish == "length" for r in results)
     assert len({r.text for r in results}) > 1  # one batch, different samples
     with pytest.raises(ValueError, match="character 'z' at position 1"):
-        complete_many(model, tokenizer, ["ab", "az"], settings)  # refused before any sampling
+        complete(model, tokenizer, ["ab", "az"], settings)  # refused before any sampling
 
 
 def test_streamed_and_batched_greedy_write_the_same_text():
@@ -370,7 +370,7 @@ def test_streamed_and_batched_greedy_write_the_same_text():
     for stream in (True, False):
         out = io.StringIO()
         settings = SamplingSettings(max_new_tokens=12, temperature=0, stream=stream)
-        results = complete_many(model, tokenizer, prompts, settings, out=out)
+        results = complete(model, tokenizer, prompts, settings, out=out)
         written[stream] = out.getvalue()
         assert written[stream] == "".join(f"{p}{r.text}\n{SEPARATOR}\n" for p, r in zip(prompts, results))
     assert written[True] == written[False]
@@ -387,5 +387,5 @@ def test_streaming_writes_each_piece_as_it_is_sampled():
             return super().write(text)
 
     out = Recorder()
-    complete_many(model, tokenizer, ["AB"], SamplingSettings(max_new_tokens=10, temperature=0), out=out)
+    complete(model, tokenizer, ["AB"], SamplingSettings(max_new_tokens=10, temperature=0), out=out)
     assert out.writes[0] == "AB" and len([w for w in out.writes if len(w) == 1]) == 10  # the prompt, then one a token

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gpt.eval.hellaswag import evaluate, read_items, score_item, score_rows
-from gpt.model.models import GPT, Bigram
+from gpt.model.models import GPT, BigramLM
 from gpt.tokenizers import CharTokenizer
-from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars, tiny_config
+from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars, tiny_config, write_jsonl
 
 # The characters of the corpus the fit below trains on; b for the hand-set model.
 PLAY = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 60
@@ -29,11 +29,6 @@ ITEMS = [
     {"ctx": "First Citizen:", "endings": ["Before", "we", "speak. speak. speak.", "All"], "label": 2},
     {"ctx": "Before we proceed any further, hear me speak", "endings": [".", "All:", "a", "cc"], "label": 1},
 ]
-
-
-def write_jsonl(path: Path, items: list) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
-    return path
 
 
 def random_gpt(block_size: int = 16) -> GPT:
@@ -87,14 +82,14 @@ def test_padding_does_not_change_the_scores():
         assert abs(alone_mean.item() - together_mean[i].item()) <= 1e-5
 
 
-def unigram_model(probs: dict[str, float]) -> Bigram:
+def unigram_model(probs: dict[str, float]) -> BigramLM:
     """A bigram model whose every row gives these probabilities (the rest shared evenly):
     an ending's log-probability is the sum of its characters' logs."""
     rest = (1 - sum(probs.values())) / (TOKENIZER.vocab_size - len(probs))
     row = torch.full((TOKENIZER.vocab_size,), rest)
     for ch, p in probs.items():
         row[TOKENIZER.encode(ch)[0]] = p
-    model = Bigram(tiny_config(arch="bigram", vocab_size=TOKENIZER.vocab_size, block_size=32))
+    model = BigramLM(tiny_config(arch="bigram", vocab_size=TOKENIZER.vocab_size, block_size=32))
     with torch.no_grad():
         model.table.weight.copy_(row.log().expand(TOKENIZER.vocab_size, -1))
     return model

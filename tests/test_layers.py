@@ -6,9 +6,9 @@ import torch.nn as nn
 
 from gpt.model.layers import (
     AttentionContext,
-    CausalSelfAttention,
     KVCache,
     MultiHeadAttention,
+    SelfAttention,
     apply_rope,
     rope_cache,
     sdpa_mask,
@@ -16,7 +16,7 @@ from gpt.model.layers import (
 from helpers import tiny_config
 
 
-def copy_heads_into_fused(mha: MultiHeadAttention, fused: CausalSelfAttention) -> None:
+def copy_heads_into_fused(mha: MultiHeadAttention, fused: SelfAttention) -> None:
     """Stack the heads' query, key and value matrices into c_attn: rows [q heads, k heads, v heads]."""
     with torch.no_grad():
         for i, name in enumerate(("query", "key", "value")):
@@ -31,7 +31,7 @@ def copy_heads_into_fused(mha: MultiHeadAttention, fused: CausalSelfAttention) -
 def test_explicit_heads_and_fused_attention_compute_the_same_function(bias, pos):
     torch.manual_seed(0)
     c = tiny_config(n_embd=48, n_head=4, bias=bias, pos=pos)
-    mha, fused = MultiHeadAttention(c).eval(), CausalSelfAttention(c).eval()
+    mha, fused = MultiHeadAttention(c).eval(), SelfAttention(c).eval()
     for p in mha.parameters():  # biases away from zero, so that copying them is checked too
         nn.init.normal_(p, std=0.2)
     copy_heads_into_fused(mha, fused)
@@ -70,7 +70,7 @@ def test_rope_attention_is_unchanged_when_every_position_shifts():
     sequence at position 40 instead of 0 gives the same output."""
     torch.manual_seed(0)
     c = tiny_config(pos="rope", n_embd=32, n_head=2, block_size=64)
-    attn = CausalSelfAttention(c).eval()
+    attn = SelfAttention(c).eval()
     cos, sin = rope_cache(64, c.head_size)
     x = torch.randn(2, 10, 32)
     first, later = AttentionContext(rope=(cos[:10], sin[:10])), AttentionContext(rope=(cos[40:50], sin[40:50]))
@@ -81,7 +81,7 @@ def test_rope_attention_is_unchanged_when_every_position_shifts():
 
 def test_cache_overflow_says_what_to_do():
     config = tiny_config()
-    attn = CausalSelfAttention(config)
+    attn = SelfAttention(config)
     cache = KVCache(config, batch_size=1)
     cache.pos = 15
     with pytest.raises(ValueError, match="the KV cache holds 16 positions; 18 needed"):
@@ -92,7 +92,7 @@ def test_each_layer_writes_its_own_place_in_the_cache():
     torch.manual_seed(0)
     config = tiny_config()
     cache = KVCache(config, batch_size=2)
-    layers = [CausalSelfAttention(config, layer_idx=i).eval() for i in range(config.n_layer)]
+    layers = [SelfAttention(config, layer_idx=i).eval() for i in range(config.n_layer)]
     x = torch.randn(2, 5, 32)
     for layer in layers:
         layer(x, AttentionContext(cache=cache))

@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from gpt.model.config import GPTConfig
 from gpt.model.generation import SamplingSettings
-from gpt.model.models import GPT, AttentionLM, Bigram
+from gpt.model.models import GPT, BigramLM, MultiHeadLM
 from gpt.model.optim import cosine_lr
 from gpt.tokenizers import CharTokenizer
 from gpt.train.datamodule import GPTDataModule
@@ -50,8 +50,8 @@ def test_the_objective_sets_the_attention():
 
 def test_arch_picks_the_teaching_model():
     module = LitGPT(arch="multi_head", vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8)
-    assert isinstance(module.model, AttentionLM) and len(module.model.attn.heads) == 2
-    assert isinstance(LitGPT(arch="bigram", vocab_size=5, block_size=8).model, Bigram)
+    assert isinstance(module.model, MultiHeadLM) and len(module.model.attn.heads) == 2
+    assert isinstance(LitGPT(arch="bigram", vocab_size=5, block_size=8).model, BigramLM)
 
 
 @pytest.mark.parametrize(

@@ -286,7 +286,7 @@ def test_every_config_parses_and_builds_its_model(config, capsys, monkeypatch):
 
 
 def test_block_size_reaches_the_data_from_the_model_or_its_preset():
-    from main import model_block_size
+    from gpt.train.cli import model_block_size
 
     assert model_block_size("baby", None) == 256
     assert model_block_size("baby", 64) == 64

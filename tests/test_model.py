@@ -126,6 +126,17 @@ def test_every_arch_maps_ids_to_logits_causally(arch):
     assert (a[:, 8:] - b[:, 8:]).abs().max() > 1e-3
 
 
+def test_each_arch_builds_the_class_of_its_name():
+    names = {arch: type(build_model(tiny_config(arch=arch))).__name__ for arch in ARCHS}
+    assert names == {
+        "bigram": "BigramLM",
+        "head": "HeadLM",
+        "multi_head": "MultiHeadLM",
+        "blocks": "BlocksLM",
+        "gpt": "GPT",
+    }
+
+
 def test_bigram_is_a_table_lookup():
     model = build_model(tiny_config(arch="bigram"))
     assert model.num_params() == 50 * 50

@@ -1,17 +1,11 @@
 """gpt/data/sources.py: documents of .jsonl / .parquet files (and hub datasets) through `datasets`."""
 
-import json
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from gpt.data.sources import DocumentSource, HubDataset, is_document_corpus
-
-
-def write_jsonl(path, records):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+from helpers import write_jsonl
 
 
 def test_a_folder_of_jsonl_reads_every_record_in_path_order(tmp_path):

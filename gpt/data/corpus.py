@@ -17,6 +17,7 @@ Plain Python and numpy, no Lightning.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -64,7 +65,7 @@ def read_blocks(path: Path, block_chars: int | None = None) -> Iterator[str]:
     block_chars = block_chars or BLOCK_CHARS
     carry = ""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:  # every character as written: \r, tabs
             while chunk := f.read(block_chars):
                 text = carry + chunk
                 cut = safe_cut(text, start=max(0, len(carry) - 1))  # the carry has no cut in it
@@ -79,57 +80,100 @@ def read_blocks(path: Path, block_chars: int | None = None) -> Iterator[str]:
         yield carry
 
 
+def glob_of(source: str | HubDataset) -> tuple[Path, str] | None:
+    """(folder, pattern) of a corpus given as a glob, `src/**/*.py` -> (src, **/*.py); else None."""
+    parts = Path(str(source)).expanduser().parts
+    first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if first is None:
+        return None
+    return Path(*parts[:first]) if first else Path("."), "/".join(parts[first:])
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def what_is_there(files: list[Path]) -> str:
+    """' (it has 12 .py, 3 .md)': the commonest endings among a folder's files, for an error."""
+    counts = collections.Counter(p.suffix or "(no ending)" for p in files)
+    listed = ", ".join(f"{n} {suffix}" for suffix, n in counts.most_common(4))
+    return f" (it has {listed})" if listed else " (it is empty)"
+
+
 class Corpus:
     """A corpus on disk, with its trained tokenizers and token caches under data_dir.
 
     Args:
         source: "shakespeare" (found under data_dir, else downloaded), the path of a UTF-8
-            text file, or a folder whose .txt files are the documents; or documents read with
-            `datasets` (gpt/data/sources.py): .jsonl/.parquet files or a HubDataset, tokenized
-            into shards (gpt/data/shards.py) rather than one cache file.
+            text file, a folder whose files with one of `extensions` are the documents, or a
+            glob of files (`src/**/*.py`); or documents read with `datasets`
+            (gpt/data/sources.py): .jsonl/.parquet files or a HubDataset, tokenized into shards
+            (gpt/data/shards.py) rather than one cache file.
         data_dir: Where downloaded corpora, trained tokenizers and token caches are kept.
         text_field: The field of a .jsonl/.parquet/hub record that holds its text.
+        extensions: A folder's documents: its files with these endings, subfolders included.
     """
 
-    def __init__(self, source: str | HubDataset = "shakespeare", data_dir: str | Path = "data", text_field="text"):
-        self.source, self.data_dir = source, Path(data_dir)
+    def __init__(
+        self,
+        source: str | HubDataset = "shakespeare",
+        data_dir: str | Path = "data",
+        text_field: str = "text",
+        extensions: tuple[str, ...] = (".txt",),
+    ):
+        self.source, self.data_dir, self.extensions = source, Path(data_dir), tuple(extensions)
         self.documents = DocumentSource(source, text_field) if is_document_corpus(source) else None
+        self.glob = None if self.documents is not None else glob_of(source)
         self._key: str | None = None
         self._verified: set[Path] = set()  # caches checked against their manifest in this process
 
     @property
     def path(self) -> Path:
-        """The corpus file or folder: the user's path, else Tiny Shakespeare under data_dir,
-        downloaded when missing."""
+        """The corpus file or folder (a glob's folder): the user's path, else Tiny Shakespeare
+        under data_dir, downloaded when missing."""
         if self.source == "shakespeare":
             path = self.data_dir / "tinyshakespeare" / "input.txt"
             return path if path.is_file() else download_shakespeare(path)
-        path = Path(self.source).expanduser()
+        path = self.glob[0] if self.glob else Path(self.source).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file or of a folder "
-                "of .txt files with --data.corpus PATH, or 'shakespeare' for Tiny Shakespeare"
+                f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file, a folder of .txt "
+                "files or a glob such as 'src/**/*.py' with --data.corpus PATH, or 'shakespeare' for Tiny Shakespeare"
             )
         return path
 
     @property
     def is_folder(self) -> bool:
         """Whether the corpus is documents (joined with <|endoftext|>) rather than one text."""
-        return self.documents is not None or self.path.is_dir()
+        return self.documents is not None or self.glob is not None or self.path.is_dir()
 
     @property
     def name(self) -> str:
-        return self.documents.name if self.documents is not None else self.path.stem
+        """A short name for file names: the file's stem, the folder's (or the glob's folder's) name."""
+        if self.documents is not None:
+            return self.documents.name
+        return self.path.resolve().name if self.glob else self.path.stem
 
     def files(self) -> list[Path]:
-        """The documents: one file, or the .txt files of a folder in path order."""
+        """The documents in path order: one file, a folder's files with one of the extensions,
+        or the files a glob matches; hidden files and folders (.git) left out."""
         path = self.path
         if path.is_file():
             return [path]
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise FileNotFoundError(f"corpus folder {str(path)!r} has no .txt files; put the documents there as .txt")
-        return files
+        found = path.glob(self.glob[1]) if self.glob else path.rglob("*")
+        files = sorted(p for p in found if p.is_file() and not is_hidden(p, path))
+        if self.glob:
+            if not files:
+                raise FileNotFoundError(f"corpus glob {str(self.source)!r} matches no files; check the pattern")
+            return files
+        chosen = [p for p in files if p.suffix in self.extensions]
+        if not chosen:
+            raise FileNotFoundError(
+                f"corpus folder {str(path)!r} has no {' or '.join(self.extensions)} files{what_is_there(files)}; "
+                "choose its files with --data.extensions '[.py, .md]' or a glob such as --data.corpus "
+                f"'{path.as_posix()}/**/*.py'"
+            )
+        return chosen
 
     def key(self) -> str:
         """A hash of the content (and, for a folder, of its documents' names and order)."""
@@ -186,7 +230,7 @@ class Corpus:
         return CharTokenizer("".join(sorted(chars)), special_tokens=special)
 
     def bpe_path(self, config: TokenizerConfig, val_fraction: float) -> Path:
-        name = f"bpe-{self.path.stem}-{self.key()}-{config.vocab_size}-{config.pattern}-val{val_fraction}.json"
+        name = f"bpe-{self.name}-{self.key()}-{config.vocab_size}-{config.pattern}-val{val_fraction}.json"
         return self.data_dir / "tokenizers" / name
 
     def trained_bpe(self, config: TokenizerConfig, val_fraction: float) -> BPETokenizer:
@@ -209,7 +253,7 @@ class Corpus:
         """The cache file of the encoded corpus, keyed by its content and the tokenizer."""
         dtype = np.dtype(id_dtype(tokenizer.vocab_size)).name
         key = f"{self.key()}-{tokenizer.kind}-{tokenizer.identity()}"
-        return self.data_dir / "cache" / f"{self.path.stem}-{key}.{dtype}"
+        return self.data_dir / "cache" / f"{self.name}-{key}.{dtype}"
 
     def encode(self, tokenizer: Tokenizer) -> Path:
         """Tokenize the corpus once, in batches of blocks, straight to the cache file.
@@ -232,7 +276,7 @@ class Corpus:
         if len(files) > 1 and tokenizer.eot_id is None:
             raise ValueError(f"{tokenizer!r} has no {ENDOFTEXT} token to join the documents of a folder corpus")
         n_tokens, total = 0, sum(f.stat().st_size for f in files)
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"Encoding {self.path.name}", disable=None)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"Encoding {self.name}", disable=None)
         with atomic_write(path) as out, bar:
             for i, f in enumerate(files):
                 if i > 0:

@@ -5,7 +5,8 @@ length (paragraphs, lines) padded per batch.
                      (of one array of ids, or of several shards: a window never spans two)
     EvalWindows      windows that score every target of a split exactly once
     EvalSampler      a rank's share of an evaluation set, with nothing repeated to even the shares
-    split_examples   paragraphs or lines, each cut to what one example holds
+    split_examples   paragraphs or lines; example_splits: them encoded, cut to what one example holds
+    hold_out         a corpus of documents smaller than a shard: a share of it for validation
     PadBatch         a collate function: examples of different lengths -> (x, y, attention_mask)
     ResumableSampler a shuffled order per epoch that a resumed run can enter part-way through
     grad_accumulation micro-batches per optimizer step, from the tokens a step should see
@@ -16,15 +17,18 @@ Plain torch and numpy, no Lightning.
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from gpt.model.masking import IGNORE_INDEX  # targets with this value are not scored
+
+log = logging.getLogger(__name__)
 
 
 class TrainWindows(Dataset):
@@ -146,6 +150,18 @@ def check_shards(train: list[np.ndarray], val: list[np.ndarray], block_size: int
         )
 
 
+def hold_out(shards: list[np.ndarray], val_fraction: float, block_size: int) -> tuple[list, list]:
+    """(train, val) of a corpus of documents that fits in its validation shard: its first
+    val_fraction of ids (at least one window) for validation, the rest for training."""
+    ids = np.concatenate(shards) if len(shards) > 1 else shards[0]
+    n_val = max(int(len(ids) * val_fraction), block_size + 1)
+    log.info(
+        f"The corpus has {len(ids):,} tokens, less than one shard: holding out its first {n_val:,} "
+        f"({val_fraction:.0%}, data.val_fraction) for validation; data.val_tokens sets another count"
+    )
+    return [ids[n_val:]], [ids[:n_val]]
+
+
 def split_examples(text: str, mode: Literal["paragraphs", "lines"]) -> list[str]:
     """The pieces of text that are examples: paragraphs (the blocks between blank lines: a
     speech of Tiny Shakespeare) or lines, each ending in one newline; blank ones dropped."""
@@ -154,6 +170,19 @@ def split_examples(text: str, mode: Literal["paragraphs", "lines"]) -> list[str]
     else:
         pieces = [line + "\n" for line in text.splitlines()]
     return [p for p in pieces if p.strip()]
+
+
+def example_splits(
+    text: str, mode: Literal["paragraphs", "lines"], tokenizer: Any, keep: int, val_fraction: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(train, val): the text's examples encoded, each cut to `keep` tokens, the last
+    val_fraction of them held out."""
+    pieces = split_examples(text, mode)
+    examples = [np.array(e[:keep], dtype=np.int64) for e in tokenizer.encode_batch(pieces) if len(e) >= 2]
+    n_train = int(len(examples) * (1 - val_fraction))
+    if n_train == 0 or n_train == len(examples):
+        raise ValueError(f"the corpus has {len(examples)} {mode}: too few for a training and a validation split")
+    return examples[:n_train], examples[n_train:]
 
 
 class PadBatch:

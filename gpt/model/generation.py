@@ -242,7 +242,7 @@ class TextStream:
         return new
 
 
-def complete(
+def complete_batch(
     model: nn.Module,
     tokenizer: Tokenizer,
     prompts: list[str | None],
@@ -255,7 +255,7 @@ def complete(
     as soon as it is final: stream it to a terminal."""
     encoded = [start_ids(tokenizer, p)[0] for p in prompts]
     if len({len(ids) for ids in encoded}) != 1:
-        raise ValueError("complete() samples one batch: give prompts of one token length")
+        raise ValueError("complete_batch() samples one batch: give prompts of one token length (or use complete())")
     device = next(model.parameters()).device
     idx = torch.tensor(encoded, dtype=torch.long, device=device)
     streams = [TextStream(tokenizer, settings.stop) for _ in prompts]
@@ -284,7 +284,7 @@ def complete(
 
 
 def write_to(out: TextIO) -> Callable[[int, str], None]:
-    """An on_text for complete(): each piece of text to `out` at once."""
+    """An on_text for complete_batch(): each piece of text to `out` at once."""
 
     def write(row: int, text: str) -> None:
         out.write(text)
@@ -293,7 +293,7 @@ def write_to(out: TextIO) -> Callable[[int, str], None]:
     return write
 
 
-def complete_many(
+def complete(
     model: nn.Module,
     tokenizer: Tokenizer,
     prompts: list[str | None],
@@ -316,7 +316,7 @@ def complete_many(
         if stream_to is not None:  # a group of one: its prompt, then its text piece by piece
             stream_to.write(starts[rows[0]][1])
         on_text = write_to(stream_to) if stream_to is not None else None
-        batch = complete(model, tokenizer, [prompts[i] for i in rows], settings, generator, on_text)
+        batch = complete_batch(model, tokenizer, [prompts[i] for i in rows], settings, generator, on_text)
         for i, result in zip(rows, batch):
             results[i] = result
         if stream_to is not None:

@@ -200,11 +200,11 @@ class MultiHeadAttention(nn.Module):
         return self.dropout(self.proj(y))
 
 
-class CausalSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
     """The same function as MultiHeadAttention, fused: one matmul makes every head's
     queries, keys and values, and scaled_dot_product_attention runs all heads at once
-    (flash attention on a GPU). layer_idx is its place in the stack: where its keys and
-    values go in a KV cache."""
+    (flash attention on a GPU). Causal (a GPT) or both ways (a masked LM), as config.causal
+    says. layer_idx is its place in the stack: where its keys and values go in a KV cache."""
 
     def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
@@ -304,7 +304,7 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int = 0, attn: nn.Module | None = None):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = attn if attn is not None else CausalSelfAttention(config, layer_idx)
+        self.attn = attn if attn is not None else SelfAttention(config, layer_idx)
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 

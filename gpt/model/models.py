@@ -88,7 +88,7 @@ class LanguageModel(nn.Module):
         return 6 * matmul_weights + 12 * self.attention_layers * self.config.n_embd * T
 
 
-class Bigram(LanguageModel):
+class BigramLM(LanguageModel):
     """Row i of the table holds the logits of the token that follows token i."""
 
     def __init__(self, config: GPTConfig):
@@ -106,20 +106,20 @@ class Bigram(LanguageModel):
         return self.table(idx)
 
 
-class AttentionLM(LanguageModel):
-    """Token + position embeddings, one attention layer, a linear LM head: arch "head"
-    (one head as wide as n_embd) or "multi_head" (n_head heads, concatenated, projected)."""
+class HeadLM(LanguageModel):
+    """arch "head": token + position embeddings, one head of causal self-attention as wide as
+    n_embd, a linear LM head."""
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
         C = config.n_embd
         self.wte = nn.Embedding(config.vocab_size, C)  # what each token is
         self.wpe = nn.Embedding(config.block_size, C)  # where it is
-        if config.arch == "head":
-            self.attn = Head(C, C, config.block_size, config.dropout, config.attn_bias)
-        else:
-            self.attn = MultiHeadAttention(config)
+        self.attn = self.attention(config)
         self.lm_head = nn.Linear(C, config.vocab_size)
+
+    def attention(self, config: GPTConfig) -> nn.Module:
+        return Head(config.n_embd, config.n_embd, config.block_size, config.dropout, config.attn_bias)
 
     @property
     def attention_layers(self) -> int:
@@ -133,8 +133,15 @@ class AttentionLM(LanguageModel):
         return self.lm_head(self.attn(x))
 
 
-class TransformerLM(LanguageModel):
-    """Embeddings, n_layer blocks (explicit heads, ReLU MLP, pre-LayerNorm, residuals),
+class MultiHeadLM(HeadLM):
+    """arch "multi_head": the same, with n_head heads side by side, concatenated and projected."""
+
+    def attention(self, config: GPTConfig) -> nn.Module:
+        return MultiHeadAttention(config)
+
+
+class BlocksLM(LanguageModel):
+    """arch "blocks": embeddings, n_layer blocks (explicit heads, ReLU MLP, pre-LayerNorm, residuals),
     a final LayerNorm and an untied LM head, with PyTorch's default initialisation."""
 
     def __init__(self, config: GPTConfig):
@@ -239,10 +246,10 @@ class GPT(LanguageModel):
 
 
 MODELS: dict[str, type[LanguageModel]] = {
-    "bigram": Bigram,
-    "head": AttentionLM,
-    "multi_head": AttentionLM,
-    "blocks": TransformerLM,
+    "bigram": BigramLM,
+    "head": HeadLM,
+    "multi_head": MultiHeadLM,
+    "blocks": BlocksLM,
     "gpt": GPT,
 }
 

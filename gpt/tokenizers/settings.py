@@ -72,20 +72,3 @@ def tokenizer_config(kind: str = "char", **settings: Any) -> TokenizerConfig:
     if kind not in SETTINGS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: {', '.join(map(repr, SETTINGS))}")
     return SETTINGS[kind](**settings)
-
-
-def check_tokenizer_kind(argv: list[str], tokenizer: Any) -> None:
-    """Refuse `--data.tokenizer.kind char --data.tokenizer.vocab_size 512`: jsonargparse would
-    quietly take the kind whose settings fit (bpe) over the kind that was asked for."""
-    asked = None
-    for i, arg in enumerate(argv):
-        if arg == "--data.tokenizer.kind" and i + 1 < len(argv):
-            asked = argv[i + 1]
-        elif arg.startswith("--data.tokenizer.kind="):
-            asked = arg.partition("=")[2]
-    got = getattr(tokenizer, "kind", "char") if tokenizer is not None else "char"
-    if asked is not None and asked != got:
-        raise ValueError(
-            f"--data.tokenizer.kind {asked} was given with settings of kind {got}; "
-            "each kind takes only its own (char: none; tiktoken: encoding; bpe: vocab_size, pattern, path)"
-        )

@@ -1,14 +1,11 @@
-"""Lightning callbacks and plugins: training speed (ms per step, tokens/s, MFU), a JSON-lines writer for
-predict, a dropout schedule, stopping cleanly on a signal, and checkpoint files written and
-read safely."""
+"""Lightning callbacks: training speed (ms per step, tokens/s, MFU), a progress bar of
+optimizer steps, a JSON-lines writer for predict, and a dropout schedule. (Checkpoints and
+signals: gpt/train/checkpointing.py; TensorBoard's pictures: gpt/train/tensorboard.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,14 +13,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn as nn
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.throughput import get_available_flops
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 
 from gpt.eval.report import gpu_peak_flops, matmul_peak_flops
 from gpt.files import atomic_write
-from gpt.interop.checkpoint import load_checkpoint
 
 
 def tokens_in(batch: Any) -> int | torch.Tensor:
@@ -196,155 +190,23 @@ class DropoutSchedule(Callback):
             pl_module.log("train/dropout", p)
 
 
-class ValidateAtTheEnd(Callback):
-    """Validate after the last training step, wherever it falls. Lightning validates every
-    val_check_interval steps only, so a run of 1000 steps validating every 300 would end with
-    its last 100 steps neither measured nor in last.ckpt. Asking to stop at the last step
-    (should_stop, as early stopping does) makes Lightning validate there, and the checkpoint
-    callback save."""
+class StepProgressBar(TQDMProgressBar):
+    """The training bar counts optimizer steps up to max_steps (Lightning's counts the batches
+    of an epoch, and an epoch of every window is longer than most runs)."""
 
-    def __init__(self) -> None:
-        self._last_step: int | None = None  # set when this callback asked for the last validation
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        loop = trainer.fit_loop
-        last_step = 0 <= trainer.max_steps <= trainer.global_step
-        last_epoch = loop.max_epochs is not None and 0 <= loop.max_epochs <= trainer.current_epoch + 1
-        if last_step or (last_epoch and loop.epoch_loop.batch_progress.is_last_batch):
-            trainer.should_stop = True
-            self._last_step = trainer.global_step
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if self._last_step == trainer.global_step and trainer.validating and not on_the_validation_grid(trainer):
-            # A checkpoint saved in a validation holds the loggers' step count from before the
-            # step is counted; resuming, Lightning counts it by passing over that validation
-            # again, but only at a step where validation is due by the interval. This one was
-            # not: count the step here, or a resumed run logs one step behind.
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
-
-
-def on_the_validation_grid(trainer: L.Trainer) -> bool:
-    """Whether Lightning validates at this step by val_check_interval (as it decides when resuming)."""
-    loop = trainer.fit_loop.epoch_loop
-    batch = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else loop.batch_idx
-    return trainer.val_check_batch != float("inf") and (batch + 1) % trainer.val_check_batch == 0
-
-
-class SaveOnInterrupt(Callback):
-    """Ctrl-C (SIGINT) or SIGTERM (a cluster scheduler, `docker stop`, a preempted machine)
-    during fit: finish the current step (and its validation, if one is due), save it as
-    last.ckpt with everything a resume needs (data position, optimizer, random state), and
-    stop; main.py then exits with 128 + the signal's number and says how to resume. A
-    second signal aborts at once. Under DDP every rank stops after the same step.
-
-    `interrupted` holds (signal number, step, checkpoint path) once a checkpoint is saved,
-    `rank` the process's rank (main.py says what happened on rank 0 only).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None  # the first signal, until the step ends
-        self.interrupted: tuple[int, int, str] | None = None
-        self.rank = 0
-        self._validated_at: int | None = None  # the step whose validation ran last
-        self._saving = False
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # In place of Lightning's SIGTERM handler (installed just before), which would stop in
-        # the middle of a validation. Lightning puts the handlers from before fit back at its end.
-        self.rank = trainer.global_rank
-        for signum in self.SIGNALS:
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # the second signal: stop now, save nothing
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self.received = signum
-        name = signal.Signals(signum).name
-        print(f"\n{name}: stopping after this step and saving it (send {name} again to abort at once)", file=sys.stderr)
-
-    def _agreed(self, trainer: L.Trainer) -> bool:
-        """Whether any rank has received a signal, agreed by all (one all-reduce a step under DDP)."""
-        if trainer.world_size == 1 or not torch.distributed.is_initialized():
-            return self.received is not None  # one process: no tensor, no wait for the GPU
-        flag = torch.tensor([0 if self.received is None else self.received], device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item() and self.received is None:
-            self.received = int(flag.item())  # another rank got it
-        return bool(flag.item())
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        bar = self.train_progress_bar
+        total = trainer.max_steps if trainer.max_steps >= 0 else trainer.estimated_stepping_batches
+        bar.reset(total=None if total == float("inf") else int(total))
+        bar.initial = bar.n = trainer.global_step  # a resumed run starts where it stopped
+        bar.set_description("step")
+        bar.refresh()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # Lightning stops at the end of this step when received_sigterm is set; a validation
-        # due at this step still runs, whole (see on_validation_start / _end). Never between
-        # the micro-batches of one step: their summed gradients are in no checkpoint.
-        if trainer.fit_loop.epoch_loop._should_accumulate():
-            return
-        if self._agreed(trainer):
-            trainer._signal_connector.received_sigterm = True
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit":
-            trainer._signal_connector.received_sigterm = False  # let this validation finish
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn != "fit":
-            return
-        self._validated_at = trainer.global_step
-        if self._agreed(trainer):
-            trainer._signal_connector.received_sigterm = True
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # At the last step of an epoch Lightning stops only after closing the epoch, a state
-        # it does not resume from correctly: save here, the end-of-epoch state it does.
-        if trainer.received_sigterm and self.received is not None:
-            self.save(trainer)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and self.received is not None and self.interrupted is None:
-            self.save(trainer)
-
-    def save(self, trainer: L.Trainer) -> None:
-        path = last_checkpoint_path(trainer)
-        self._saving = True
-        trainer.save_checkpoint(path, weights_only=False)  # the whole state: weights, optimizer, loops, data
-        self._saving = False
-        self.interrupted = (self.received, trainer.global_step, str(path))
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if self._saving and self._validated_at == trainer.global_step:
-            # Lightning resumes a checkpoint taken after a step's validation by passing over that
-            # validation once more, which counts the step again for the loggers. It expects the
-            # count the checkpoint callback saves, before the step is counted: give it that one,
-            # and the resumed run logs every value at the step an uninterrupted run does.
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
-
-
-def last_checkpoint_path(trainer: L.Trainer) -> Path:
-    """Where the checkpoint callback keeps last.ckpt (the run's checkpoints/ folder)."""
-    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if callback is not None and callback.dirpath:
-        return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written atomically beside their target (flushed, fsynced, renamed: a crash
-    never leaves half a file or loses the previous one), and read through gpt.interop.checkpoint:
-    checked whole, weights_only, finite."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if "://" in str(path):  # object storage: fsspec's transaction is its atomic write
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_write(path) as f:
-            try:
-                torch.save(checkpoint, f)
-            except RuntimeError as e:  # torch's zip writer hides a failed write (a full disk) behind its own error
-                if isinstance(e.__context__, OSError):
-                    raise e.__context__ from None
-                raise
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint(path)
+        bar = self.train_progress_bar
+        if bar.disable or trainer.global_step == bar.n:
+            return  # accumulating gradients: the step is not over
+        if trainer.global_step % self.refresh_rate == 0 or trainer.global_step == bar.total:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))

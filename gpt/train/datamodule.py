@@ -31,8 +31,9 @@ from gpt.data.datasets import (
     ResumableSampler,
     TrainWindows,
     check_shards,
+    example_splits,
     grad_accumulation,
-    split_examples,
+    hold_out,
     split_text,
 )
 from gpt.data.prompts import prompt_items, read_prompts, unescape
@@ -71,6 +72,7 @@ class GPTDataModule(L.LightningDataModule):
     def __init__(
         self,
         corpus: str = "shakespeare",
+        extensions: list[str] = [".txt"],
         tokenizer: TokenizerConfig | None = None,
         data_dir: str = "data",
         block_size: int = 256,
@@ -95,9 +97,11 @@ class GPTDataModule(L.LightningDataModule):
         """
         Args:
             corpus: "shakespeare" (found under data_dir, else downloaded), the path of a
-                UTF-8 text file, or a folder whose .txt files (sorted by path, subfolders
-                included) are the documents, joined with <|endoftext|>. Or documents, tokenized
-                into shards: a .jsonl/.parquet file or a folder of them (see also hub).
+                UTF-8 text file, a folder whose files with one of `extensions` (sorted by path,
+                subfolders included) are the documents, joined with <|endoftext|>, or a glob of
+                files such as "src/**/*.py". Or documents, tokenized into shards: a
+                .jsonl/.parquet file or a folder of them (see also hub).
+            extensions: A folder corpus's documents: its files with these endings, e.g. [.py, .md].
             tokenizer: Which tokenizer: {kind: char} (unset: the corpus's characters),
                 {kind: tiktoken, encoding: gpt2}, or {kind: bpe, vocab_size: 4096} trained on the
                 training split (saved under data_dir/tokenizers and reused). Each kind has only its
@@ -133,7 +137,7 @@ class GPTDataModule(L.LightningDataModule):
             text_field: The field of a .jsonl/.parquet/hub record that holds its text.
             shard_tokens: A corpus of documents: ids per shard (llm.c: 100M).
             val_tokens: A corpus of documents: the first ids, held out for validation (default:
-                one shard).
+                one shard; a corpus smaller than a shard holds out its first val_fraction).
             tokenize_workers: Processes that tokenize a corpus of documents (default: every core).
             hub: A Hugging Face hub dataset to stream as the corpus, in place of data.corpus:
                 {path: HuggingFaceFW/fineweb, name: sample-10BT, split: train}.
@@ -158,7 +162,7 @@ class GPTDataModule(L.LightningDataModule):
             raise ValueError("give data.prompt or data.prompts_file, not both")
         if val_tokens is not None and val_tokens < block_size + 1:
             raise ValueError(f"val_tokens must be at least block_size + 1 = {block_size + 1}, got {val_tokens}")
-        self.corpus = Corpus(hub or corpus, data_dir, text_field)
+        self.corpus = Corpus(hub or corpus, data_dir, text_field, tuple(extensions))
         self.sharded = self.corpus.documents is not None
         if self.sharded and mode != "windows":
             raise ValueError(f"data.mode {mode} needs a text corpus; a corpus of documents trains on windows")
@@ -222,6 +226,8 @@ class GPTDataModule(L.LightningDataModule):
             return
         if self.sharded:
             train, val = (self.corpus.shards(self.tokenizer, s, self.shard_tokens, self.val_tokens) for s in SPLITS)
+            if self.val_tokens is None and not train:  # smaller than a shard: hold out a share of it
+                train, val = hold_out(val, self.val_fraction, self.block_size)
             check_shards(train, val, self.block_size, self.stride)
         else:
             train, val = split_text(self.corpus.ids(self.tokenizer), self.val_fraction, self.block_size)
@@ -235,14 +241,8 @@ class GPTDataModule(L.LightningDataModule):
         """mode paragraphs or lines: the examples, each cut to what one example holds (one
         more token for causal, whose x and y are shifted by one), split 90/10."""
         keep = self.block_size + (1 if self.objective == "causal" else 0)
-        pieces = split_examples("".join(self.corpus.blocks()), self.mode)
-        examples = [np.array(e[:keep], dtype=np.int64) for e in self.tokenizer.encode_batch(pieces) if len(e) >= 2]
-        n_train = int(len(examples) * (1 - self.val_fraction))
-        self.train_ids, self.val_ids = examples[:n_train], examples[n_train:]
-        if not self.train_ids or not self.val_ids:
-            raise ValueError(
-                f"the corpus has {len(examples)} {self.mode}: too few for a training and a validation split"
-            )
+        text = "".join(self.corpus.blocks())
+        self.train_ids, self.val_ids = example_splits(text, self.mode, self.tokenizer, keep, self.val_fraction)
         n_tokens = sum(len(e) for e in self.val_ids)
         self.val_chars_per_token = sum(len(self.tokenizer.decode(e.tolist())) for e in self.val_ids) / n_tokens
 

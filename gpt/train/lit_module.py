@@ -25,7 +25,7 @@ from torchmetrics.text import Perplexity
 from gpt.interop.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
 from gpt.interop.hf import load_hf
 from gpt.model.config import GPTConfig
-from gpt.model.generation import SEPARATOR, SamplingSettings, complete_many
+from gpt.model.generation import SEPARATOR, SamplingSettings, complete
 from gpt.model.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
 from gpt.model.models import GPT, build_model
 from gpt.model.optim import WarmupCosine, adamw, describe_groups, muon_adamw
@@ -336,7 +336,7 @@ class LitGPT(L.LightningModule):
                 print(format_fill(result) + SEPARATOR, flush=True)
             return [item | result for item, result in zip(batch, results)]
         prompts = [item["prompt"] for item in batch]
-        results = complete_many(self.model, self.tokenizer, prompts, self.sampling, self._predict_generator, sys.stdout)
+        results = complete(self.model, self.tokenizer, prompts, self.sampling, self._predict_generator, sys.stdout)
         settings = asdict(self.sampling)
         return [
             item | {"completion": r.text, "finish": r.finish, "settings": settings} for item, r in zip(batch, results)

@@ -24,6 +24,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -133,7 +134,42 @@ def new_run(experiment: Path) -> Iterator[int]:
                 folder.rmdir()
 
 
-def run_name(config) -> str:
+def tensorboard_section(config: Any) -> Any:
+    """The TensorBoardLogger section of a parsed config's trainer, or None (another logger, or none)."""
+    logger = config.trainer.logger
+    return logger if str(getattr(logger, "class_path", "")).endswith(("TensorBoardLogger", "RunLogger")) else None
+
+
+def experiment_dir(config: Any) -> Path:
+    """The folder whose version_N runs `--ckpt_path last` looks in: lightning_logs/<config name>."""
+    logger = tensorboard_section(config)
+    if logger is None:  # no TensorBoard: checkpoints go to default_root_dir/checkpoints
+        return Path(config.trainer.default_root_dir or ".")
+    return Path(logger.init_args.save_dir) / (logger.init_args.name or "")
+
+
+def set_run_name(config: Any) -> None:
+    """Name the TensorBoard logger of a parsed config after its config file, unless named."""
+    logger = tensorboard_section(config)
+    if logger is not None and not logger.init_args.name:
+        logger.init_args.name = run_name(config)
+
+
+def hold_run_folder(config: Any, held: contextlib.ExitStack) -> None:
+    """Claim a fit's version_N folder (a new run) or lock it (a resumed one) until `held`
+    closes: one process writes a run at a time."""
+    logger = tensorboard_section(config)
+    if logger is None:
+        return
+    experiment, version = experiment_dir(config), logger.init_args.version
+    if version is None:
+        logger.init_args.version = held.enter_context(new_run(experiment))
+    else:  # resuming (or a version given): the run's own folder
+        folder = version if isinstance(version, str) else f"version_{version}"
+        held.enter_context(hold_run(experiment / folder))
+
+
+def run_name(config: Any) -> str:
     """The run folder's name: runs of configs/X.yaml go to lightning_logs/X/version_N (of
     configs/teaching/X.yaml to lightning_logs/teaching_X/), runs without a config to
     lightning_logs/version_N."""

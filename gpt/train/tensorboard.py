@@ -22,7 +22,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from gpt.eval.visualize import MAX_PROMPT_TOKENS, attention_image, attention_maps, describe_tokens, token_label
 from gpt.files import write_text
-from gpt.model.generation import SamplingSettings, complete, start_ids
+from gpt.model.generation import SamplingSettings, complete_batch, start_ids
 
 # A line Shakespeare readers know, for the attention maps: the same text at every validation.
 ATTENTION_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"
@@ -123,7 +123,7 @@ class TensorBoardPictures(Callback):
             return
         settings = SamplingSettings(max_new_tokens=tokens, seed=pl_module.sampling.seed, **SAMPLE)
         generator = torch.Generator(device=pl_module.device).manual_seed(settings.seed)
-        (result,) = complete(pl_module.model, pl_module.tokenizer, [None], settings, generator)
+        (result,) = complete_batch(pl_module.model, pl_module.tokenizer, [None], settings, generator)
         shown = start_ids(pl_module.tokenizer, None)[1]
         about = (
             f"after {step + 1} steps · prompt {shown!r} (none given: the text starts after it) · "

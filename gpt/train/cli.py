@@ -1,0 +1,156 @@
+"""What main.py's LightningCLI does besides wiring: old flag names, the settings each
+subcommand implies, the message at the end of a fit, and how a command ends (one `error:`
+line for a mistake, 128 + the signal's number for a signal, with the command that resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+
+from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
+from gpt.model.config import GPT2_SMALL, PRESETS
+from gpt.model.generation import SamplingSettings
+from gpt.train.checkpointing import SaveOnInterrupt
+from gpt.train.runs import resume_command
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# Predict's settings were LitGPT's own arguments before they became one group.
+MOVED_FLAGS = {f"--model.{f.name}": f"--model.sampling.{f.name}" for f in fields(SamplingSettings)}
+MOVED_FLAGS["--model.sample_seed"] = "--model.sampling.seed"
+
+
+def renamed_flags(argv: list[str]) -> list[str]:
+    """argv with predict's settings under their old names (--model.temperature) given their
+    new ones (--model.sampling.temperature), and a note saying so: old commands keep working."""
+    out = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if name in MOVED_FLAGS:
+            print(f"note: {name} is now {MOVED_FLAGS[name]}; the old name still works", file=sys.stderr)
+            arg = MOVED_FLAGS[name] + equals + value
+        out.append(arg)
+    return out
+
+
+def subcommand_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in SUBCOMMANDS), None)
+
+
+def check_tokenizer_kind(argv: list[str], tokenizer: Any) -> None:
+    """Refuse `--data.tokenizer.kind char --data.tokenizer.vocab_size 512`: jsonargparse would
+    quietly take the kind whose settings fit (bpe) over the kind that was asked for."""
+    asked = None
+    for i, arg in enumerate(argv):
+        if arg == "--data.tokenizer.kind" and i + 1 < len(argv):
+            asked = argv[i + 1]
+        elif arg.startswith("--data.tokenizer.kind="):
+            asked = arg.partition("=")[2]
+    got = getattr(tokenizer, "kind", "char") if tokenizer is not None else "char"
+    if asked is not None and asked != got:
+        raise ValueError(
+            f"--data.tokenizer.kind {asked} was given with settings of kind {got}; "
+            "each kind takes only its own (char: none; tiktoken: encoding; bpe: vocab_size, pattern, path)"
+        )
+
+
+def model_block_size(preset: str | None, block_size: int | None) -> int:
+    """The model's block_size: as given, else its preset's (an unknown preset is refused, with
+    the known ones listed, when the model is built)."""
+    if block_size is not None:
+        return block_size
+    return PRESETS.get(preset or "gpt2", {}).get("block_size", GPT2_SMALL["block_size"])
+
+
+def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None) -> None:
+    """What a subcommand implies, set in its parsed config: a checkpoint brings its own
+    tokenizer and weights; only fit writes checkpoints and makes a run folder."""
+    if ckpt_path and not config.data.tokenizer_from:
+        # Ids mean what they meant in training, and predicting needs no training corpus.
+        config.data.tokenizer_from = ckpt_path
+    if ckpt_path:
+        config.model.init_from = None  # the checkpoint's weights replace pretrained ones, which may be gone
+    if subcommand == "fit":
+        # A resumed run's checkpoints are in its folder on purpose: it carries on where they left off.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        return
+    config.trainer.enable_checkpointing = False
+    # ... so the checkpoint callback's state, which Lightning warns is not restored, is not needed.
+    warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks")
+    # validate and test print their figures, predict its text: none leaves a version_N folder
+    # that `--ckpt_path last` would take for a training run.
+    config.trainer.logger = False
+    if subcommand == "predict":
+        config.trainer.enable_progress_bar = False  # the samples stream to stdout
+
+
+def describe_fit_end(trainer: L.Trainer) -> None:
+    """Say where the checkpoints are and how to sample from them."""
+    callback = trainer.checkpoint_callback
+    if not trainer.is_global_zero or callback is None or not callback.last_model_path:
+        return
+    lines = []
+    if callback.best_model_path:
+        lines.append(
+            f"best checkpoint ({callback.monitor} {float(callback.best_model_score):.4f}): {callback.best_model_path}"
+        )
+    lines.append(f"last checkpoint: {callback.last_model_path}")
+    command = shlex.join(["python", "main.py", "predict", "--ckpt_path", callback.last_model_path])
+    lines.append(f"sample from it: {command} --model.sampling.max_new_tokens 500")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def show_progress_messages() -> None:
+    """The plain modules' progress messages (download, encoding, BPE training) on stderr, once
+    per machine (rank 0), as Lightning shows its own; and no warnings a user cannot act on."""
+    logger = logging.getLogger("gpt")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.addFilter(lambda record: rank_zero_only.rank == 0)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    # Lightning 2.6 calls a torch API that torch 2.13 deprecates.
+    warnings.filterwarnings("ignore", message="`isinstance\\(treespec, LeafSpec\\)` is deprecated")
+    # Lightning advertises its cloud logger on every run.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+
+
+def run(command: Callable[[SaveOnInterrupt], Any]) -> None:
+    """Run a CLI command and end it as a user expects: a mistake is one `error:` line and exit
+    1 (2 for a bad argument); a signal during fit saves, says how to resume and exits 128 + its
+    number; a signal anywhere else stops at once with 128 + its number."""
+    show_progress_messages()
+    stop_on_signals()
+    interrupt = SaveOnInterrupt()
+    subcommand = subcommand_of(sys.argv[1:])
+    try:
+        exit_on_user_error(lambda: command(interrupt), (*USER_ERRORS, MisconfigurationException))
+    except argparse.ArgumentError as e:  # jsonargparse: a value of the wrong type, an unknown option
+        print(f"error: {one_line(e)}\n(python main.py {subcommand or 'fit'} --help lists the options)", file=sys.stderr)
+        sys.exit(2)
+    except SIGTERMException:  # fit stopped by SIGINT or SIGTERM (see SaveOnInterrupt)
+        if interrupt.interrupted is None:
+            print("error: stopped by a signal before training began; nothing to save", file=sys.stderr)
+            sys.exit(128 + (interrupt.received or 15))
+        signum, step, path = interrupt.interrupted
+        if interrupt.rank == 0:  # one line for the run, not one a process
+            name = signal.Signals(signum).name
+            print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
+        sys.exit(128 + signum)
+    except (Interrupted, KeyboardInterrupt) as e:  # a signal outside training
+        signum = e.args[0] if isinstance(e, Interrupted) else signal.SIGINT
+        what = "fit stopped before training began; nothing to save" if subcommand == "fit" else f"{subcommand} stopped"
+        print(f"{signal.Signals(signum).name}: {what}", file=sys.stderr)
+        sys.exit(128 + signum)

@@ -1,0 +1,110 @@
+"""--ckpt_path: which checkpoint a command means, and what of it the command keeps.
+
+    --ckpt_path last        the newest last.ckpt of this experiment (gpt/train/runs.py)
+    --ckpt_path best        the best checkpoint of that same run
+    --ckpt_path untrained   validate, test or predict an untrained model, on purpose
+    --ckpt_path PATH        any checkpoint file
+
+A checkpoint's model settings become the defaults beneath what the config and the command
+line say (a resumed run may change its learning rate, never its shape): they are given to the
+parser as the first `--model` argument, so every later one wins. The file is checked and read
+safely (gpt/interop/checkpoint.py) before any of it is used.
+
+Plain Python over the parsed config; main.py calls it from LightningCLI's public hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gpt.interop.checkpoint import best_checkpoint, hyperparameters, model_config
+from gpt.model.config import FIELDS, GPTConfig
+from gpt.train.lit_module import LitGPT
+from gpt.train.runs import describe_missing, experiment_dir, newest_last
+
+UNTRAINED = "untrained"
+LIGHTNINGS = ("hpc", "registry")  # Lightning's own: a SLURM requeue checkpoint, the model registry
+
+# What a checkpoint's hyperparameters may hold that a command takes as its default: LitGPT's
+# settings and GPTConfig's fields; vocab_size follows the tokenizer (linked from the data).
+MODEL_SETTINGS = (set(inspect.signature(LitGPT).parameters) | set(FIELDS)) - {"config", "sampling", "causal"}
+SETTABLE = MODEL_SETTINGS - {"vocab_size"}
+
+# The model's shape: a checkpoint's weights fit no other (vocab_size follows its tokenizer).
+ARCHITECTURE = tuple(f for f in FIELDS if f not in ("preset", "vocab_size"))
+
+
+def resolve_ckpt_path(subcommand: str, config: Any) -> Path | None:
+    """The checkpoint file --ckpt_path names, or None for none (a new fit, `untrained`, or
+    one of Lightning's own names)."""
+    ckpt = config.get("ckpt_path")
+    experiment = experiment_dir(config)
+    if ckpt in (None, ""):
+        if subcommand == "fit":
+            return None
+        raise ValueError(
+            f"{subcommand} needs a trained model: --ckpt_path PATH, or --ckpt_path last for the newest run in "
+            f"{experiment}/ (--ckpt_path {UNTRAINED} runs an untrained model, on purpose)"
+        )
+    if ckpt == UNTRAINED:
+        if subcommand == "fit":
+            raise ValueError(f"--ckpt_path {UNTRAINED} is for validate, test and predict; fit starts without one")
+        return None
+    if ckpt in LIGHTNINGS:
+        return None
+    if ckpt in ("last", "best"):
+        last = newest_last(experiment)
+        if last is None:
+            fix = "start a new run without --ckpt_path" if subcommand == "fit" else "give --ckpt_path PATH"
+            raise FileNotFoundError(f"--ckpt_path {ckpt}: {describe_missing(experiment)}; {fix}")
+        path = last if ckpt == "last" else best_checkpoint(last)
+        print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
+        return path
+    return Path(ckpt)
+
+
+def saved_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The model settings a checkpoint was trained with, as `--model` takes them."""
+    saved = hyperparameters(checkpoint)
+    return {k: v for k, v in saved.items() if k in SETTABLE}
+
+
+def with_settings(args: list[str], subcommand: str, settings: dict[str, Any]) -> list[str]:
+    """args with `--model SETTINGS` right after the subcommand: beneath every config and flag
+    the user gave, which jsonargparse applies after it."""
+    at = args.index(subcommand) + 1
+    return [*args[:at], "--model", json.dumps(settings), *args[at:]]
+
+
+def check_architecture(model: Any, checkpoint: dict[str, Any]) -> None:
+    """Refuse settings that change the shape of the checkpoint's model, naming both values."""
+    given = {k: model.get(k) for k in FIELDS if k not in ("vocab_size", "causal")}
+    mine = GPTConfig(**given, causal=model.get("objective", "causal") == "causal")
+    theirs = model_config(checkpoint)
+    for field in ARCHITECTURE:
+        if getattr(mine, field) != getattr(theirs, field):
+            option = "--model.objective" if field == "causal" else f"--model.{field}"
+            raise ValueError(
+                f"{option} gives {field} {getattr(mine, field)!r} but the checkpoint's model has "
+                f"{getattr(theirs, field)!r}; a checkpoint's architecture cannot change: leave {option} out "
+                "(or use the config it was trained with)"
+            )
+
+
+def note_changes(model: Any, checkpoint: dict[str, Any], max_steps: int | None) -> None:
+    """Resuming: say which of the checkpoint's training settings this run changes (they apply
+    from here), and when there is nothing left to train."""
+    for key, value in saved_settings(checkpoint).items():
+        if key in model and key not in FIELDS and key != "init_from" and model[key] != value:
+            print(f"resuming with {key} {model[key]!r} (the checkpoint's run had {value!r})", file=sys.stderr)
+    step = checkpoint.get("global_step", 0)
+    if max_steps is not None and 0 <= max_steps <= step:
+        print(
+            f"note: the checkpoint is at step {step} and --trainer.max_steps is {max_steps}: nothing to train "
+            "(give a larger --trainer.max_steps to train on)",
+            file=sys.stderr,
+        )
