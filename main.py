@@ -160,18 +160,17 @@ class GPTCLI(LightningCLI):
         cli.describe_fit_end(self.trainer)
 
 
+CLI_SETTINGS = dict(
+    auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
+    seed_everything_default=1337,
+    save_config_kwargs={"overwrite": True},
+    trainer_defaults=TRAINER_DEFAULTS,
+    parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (gpt/train/cli.py), not the usage
+)
+
+
 def cli_main(args: list[str] | None = None, interrupt: SaveOnInterrupt | None = None) -> GPTCLI:
-    return GPTCLI(
-        LitGPT,
-        GPTDataModule,
-        auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (gpt/train/cli.py), not the usage
-        interrupt=interrupt,
-        args=args,
-    )
+    return GPTCLI(LitGPT, GPTDataModule, **CLI_SETTINGS, interrupt=interrupt, args=args)
 
 
 def main() -> None:
