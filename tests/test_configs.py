@@ -70,5 +70,5 @@ def test_a_config_says_only_what_differs(config, defaults):
 
 def test_a_repeated_default_is_caught(tmp_path, defaults):
     config = tmp_path / "x.yaml"
-    config.write_text("model:\n  preset: baby\n  n_layer: 6\n  weight_decay: 0.1\n  n_head: 4\ndata:\n  batch_size: 8\n")
+    config.write_text("model:\n  preset: baby\n  n_layer: 6\n  weight_decay: 0.1\n  n_head: 4\ndata:\n  batch_size: 8")
     assert repeated_defaults(config, defaults) == ["model.n_layer: 6 (the preset's)", "model.weight_decay: 0.1"]
