@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from helpers import LINES_TEXT, ROOT, fit_args, run_main, shakespeare_file
+from helpers import LINES_TEXT, ROOT, fit_args, main_here, shakespeare_file
 
 # tiktoken's encodings without the network: CI sets TIKTOKEN_CACHE_DIR to ../shared's
 # cache; a developer's checkout beside shared/ gets the same by default.
@@ -40,7 +40,7 @@ _PLAY = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 def _fit(workdir: Path, *extra: str) -> tuple[Path, Path, Path, Path]:
     corpus = workdir / "corpus.txt"
     corpus.write_text(_PLAY)
-    result = run_main(*fit_args(corpus, workdir / "data"), *extra, cwd=workdir)
+    result = main_here(*fit_args(corpus, workdir / "data"), *extra, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = workdir / "lightning_logs" / "version_0"
     return run_dir, run_dir / "checkpoints" / "last.ckpt", workdir, corpus

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
-import pytest
+# The tests never reach the network: a hub dataset that cannot be reached is known at once, as
+# on a machine without internet. Set before anything imports huggingface_hub, which reads it then.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning as L  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -68,10 +72,11 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300)
     )
 
 
-def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python main.py ARGS` run in this process, for the many cases that stop before
-    training: the same main(), without a second of start-up each. Tests that need a fresh
-    process (signals, the exact text a user sees) use run_main."""
+def main_here(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` run in this process: the same main(), without the seconds a fresh
+    interpreter takes to import Lightning. Signals a run sends itself (SignalAtStep) reach it
+    as they would a separate process. Tests that need a process of their own (SIGKILL, a
+    second signal, a signal from outside, DDP) use run_main."""
     import contextlib
     import io
 
@@ -79,8 +84,10 @@ def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     argv, cwd_before, traceback = sys.argv, Path.cwd(), os.environ.pop("GPT_TRACEBACK", None)
+    environ = dict(os.environ)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}  # main() sets them
     try:
+        os.environ.update(env or {})
         os.chdir(cwd)
         sys.argv = ["main.py", *args]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -90,6 +97,8 @@ def main_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
         os.chdir(cwd_before)
+        os.environ.clear()
+        os.environ.update(environ)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         if traceback is not None:

@@ -16,7 +16,7 @@ import torch
 from gpt.eval.hellaswag import evaluate, read_items, score_item, score_rows
 from gpt.model.models import GPT, BigramLM
 from gpt.tokenizers import CharTokenizer
-from helpers import ROOT, assert_clean_error, fit_args, main_here, run_main, scalars, tiny_config, write_jsonl
+from helpers import ROOT, assert_clean_error, fit_args, main_here, scalars, tiny_config, write_jsonl
 
 # The characters of the corpus the fit below trains on; b for the hand-set model.
 PLAY = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 60
@@ -152,7 +152,7 @@ def fitted(tmp_path_factory):
     (workdir / "corpus.txt").write_text(PLAY)
     data = write_jsonl(workdir / "h.jsonl", ITEMS)
     callback = ["--trainer.callbacks+=gpt.train.eval_callbacks.HellaSwagEval", "--trainer.callbacks.path", str(data)]
-    result = run_main(*fit_args(workdir / "corpus.txt", workdir / "data", steps=2), *callback, cwd=workdir)
+    result = main_here(*fit_args(workdir / "corpus.txt", workdir / "data", steps=2), *callback, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir / "lightning_logs" / "version_0", data
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from gpt.interop.hf import export_checkpoint, from_hf, load_hf, save_hf
 from gpt.model.config import GPTConfig
 from gpt.model.models import GPT
-from helpers import FIXTURES, run_main
+from helpers import FIXTURES, main_here
 
 transformers = pytest.importorskip("transformers")
 
@@ -188,7 +188,7 @@ def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, t
     config = ["--config", str(ROOT / "configs" / "finetune_shakespeare.yaml")]
     init_from = ["--model.init_from", str(tmp_path / "tiny-gpt2")]
     settings = f"{tiny} {frozen} {cpu} {short}".split()
-    result = run_main("fit", *config, *settings, *init_from, *data, cwd=tmp_path)
+    result = main_here("fit", *config, *settings, *init_from, *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded Hugging Face GPT-2 weights" in result.stdout + result.stderr
     (checkpoint,) = (tmp_path / "lightning_logs").rglob("last.ckpt")
@@ -208,7 +208,7 @@ def test_finetune_config_starts_from_hf_weights_and_exports_back(small_corpus, t
 
     shutil.rmtree(tmp_path / "tiny-gpt2")
     settings = "--data.prompt ROMEO: --model.sampling.max_new_tokens 5".split()
-    out = run_main("predict", "--ckpt_path", str(checkpoint), *settings, cwd=tmp_path)
+    out = main_here("predict", "--ckpt_path", str(checkpoint), *settings, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ROMEO:")
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from helpers import FIXTURES, LINES_TEXT, ROOT, SPEECHES_TEXT, run_main
+from helpers import FIXTURES, LINES_TEXT, ROOT, SPEECHES_TEXT, main_here
 
 LEGACY = FIXTURES / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
@@ -27,7 +27,7 @@ def workdir(tmp_path):
 
 
 def predict(workdir, name: str, *args: str) -> str:
-    result = run_main("predict", "--ckpt_path", f"{name}.ckpt", *args, cwd=workdir)
+    result = main_here("predict", "--ckpt_path", f"{name}.ckpt", *args, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -51,7 +51,7 @@ def test_predict_gives_the_same_text(workdir):
 def test_validate_gives_the_same_metrics(workdir, name):
     mode = ["--data.mode", "paragraphs"] if name == "bpe_masked" else []
     data = ["--data.corpus", f"{name}.txt", *mode, "--trainer.enable_progress_bar", "false"]
-    result = run_main("validate", "--ckpt_path", f"{name}.ckpt", *data, cwd=workdir)
+    result = main_here("validate", "--ckpt_path", f"{name}.ckpt", *data, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = {m[0]: float(m[1]) for m in re.findall(r"(val/\w+)\W+([\d.]+)", result.stdout)}
     assert printed == pytest.approx(EXPECTED[name]["validate"], rel=1e-6)

@@ -15,7 +15,7 @@ from gpt.model.optim import cosine_lr
 from gpt.tokenizers import CharTokenizer
 from gpt.train.datamodule import GPTDataModule
 from gpt.train.lit_module import LitGPT
-from helpers import FIXTURES, SPEECHES_TEXT
+from helpers import FIXTURES, SPEECHES_TEXT, main_here
 
 TINY = dict(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)
 
@@ -186,7 +186,7 @@ def test_tf32_is_set_on_cuda_only():
 @pytest.mark.slow  # torch.compile on a CPU: half a minute of compiling
 def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models_load(tmp_path):
     from gpt.interop.checkpoint import load_model
-    from helpers import run_main, samples
+    from helpers import samples
 
     torch.manual_seed(0)
     module = LitGPT(**(TINY | dict(n_layer=2, n_head=2)), compile=True, dropout=0.0, val_sample_tokens=0)
@@ -204,7 +204,7 @@ def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models
     plain, _ = load_model(tmp_path / "compiled.ckpt")
     with torch.no_grad():
         torch.testing.assert_close(plain(idx), module.model(idx), rtol=0, atol=0)
-    out = run_main("predict", "--ckpt_path", str(tmp_path / "compiled.ckpt"), "--data.prompt", "abc", cwd=tmp_path)
+    out = main_here("predict", "--ckpt_path", str(tmp_path / "compiled.ckpt"), "--data.prompt", "abc", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert samples(out.stdout)[0].startswith("abc")
 

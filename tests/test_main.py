@@ -74,7 +74,7 @@ def test_fit_logs_scalars_and_samples_to_tensorboard(trained):
 def test_validate_and_test_from_a_checkpoint_print_the_logged_validation_loss(trained, subcommand):
     run_dir, checkpoint, workdir, corpus = trained
     data = ["--data.corpus", str(corpus), "--data.data_dir", str(workdir / "data")]
-    result = run_main(
+    result = main_here(
         subcommand, "--ckpt_path", str(checkpoint), *data, "--trainer.enable_progress_bar=false", cwd=workdir
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -117,7 +117,7 @@ def test_runs_of_a_config_go_to_a_folder_named_after_it(small_corpus, tmp_path):
     (tmp_path / "configs" / "lab").mkdir(parents=True)
     (tmp_path / "configs" / "lab" / "tiny.yaml").write_text("trainer:\n  max_steps: 2\n  val_check_interval: 2\n")
     args = fit_args(small_corpus, tmp_path / "data", steps=2)
-    result = run_main(*args, "--config", "configs/lab/tiny.yaml", "--trainer.max_steps", "2", cwd=tmp_path)
+    result = main_here(*args, "--config", "configs/lab/tiny.yaml", "--trainer.max_steps", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "lightning_logs" / "lab_tiny" / "version_0"
     val_loss = scalars(run_dir, "val/loss")[-1][1]
@@ -138,7 +138,7 @@ def test_runs_of_a_config_go_to_a_folder_named_after_it(small_corpus, tmp_path):
 
 @pytest.mark.parametrize("off", ["--trainer.logger=false", "--trainer.enable_checkpointing=false"])
 def test_fit_without_a_logger_or_without_checkpoints(small_corpus, tmp_path, off):
-    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=2), off, cwd=tmp_path)
+    result = main_here(*fit_args(small_corpus, tmp_path / "data", steps=2), off, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()} - {"small.txt", "data"}
     checkpoints = [p.name for p in tmp_path.rglob("*.ckpt")]
@@ -163,7 +163,7 @@ def help_entries(help_text: str) -> dict[str, str]:
 
 
 def test_every_model_and_sampling_setting_is_documented_in_help_and_settable(tmp_path):
-    result = run_main("fit", "--help", cwd=tmp_path)
+    result = main_here("fit", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     entries = help_entries(result.stdout)
     # vocab_size follows from the tokenizer and causal from the objective: computed, never typed.
@@ -194,7 +194,7 @@ def test_every_model_and_sampling_setting_is_documented_in_help_and_settable(tmp
     assert sorted(values) == sorted(settable)
     args = [a for name, value in values.items() for a in (f"--model.{name}", value)]
     args += ["--model.sampling.top_k", "7", "--model.sampling.stop", '["\\n\\n", "ROMEO:"]']
-    printed = run_main("fit", *args, "--print_config", cwd=tmp_path)
+    printed = main_here("fit", *args, "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     model = yaml.safe_load(printed.stdout)["model"]
     assert {name: str(model[name]).lower() for name in values} == {k: v.lower() for k, v in values.items()}
@@ -242,7 +242,7 @@ def test_a_tokenizer_setting_of_another_kind_is_refused(tmp_path, args, message)
 
 
 def test_print_config_shows_the_shared_defaults_the_configs_leave_out(tmp_path):
-    result = run_main(
+    result = main_here(
         "fit", "--config", str(ROOT / "configs" / "shakespeare_char.yaml"), "--print_config", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -298,7 +298,7 @@ def test_preset_from_the_command_line_sets_the_model_and_the_windows(small_corpu
     args = fit_args(small_corpus, tmp_path / "data", steps=2)
     i = args.index("--model.block_size")
     del args[i : i + 2]  # the preset's 256 instead
-    result = run_main(*args, "--model.preset", "baby", "--trainer.val_check_interval", "2", cwd=tmp_path)
+    result = main_here(*args, "--model.preset", "baby", "--trainer.val_check_interval", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(next((tmp_path / "lightning_logs").rglob("last.ckpt")), weights_only=True)
     assert ckpt["hyper_parameters"]["preset"] == "baby"
@@ -332,13 +332,13 @@ def test_bpe_fit_logs_bits_per_character(trained_bpe):
 
 def test_teaching_arch_trains_and_predicts_from_its_checkpoint(small_corpus, tmp_path):
     args = fit_args(small_corpus, tmp_path / "data", steps=4)
-    result = run_main(*args, "--model.arch", "multi_head", "--trainer.val_check_interval", "4", cwd=tmp_path)
+    result = main_here(*args, "--model.arch", "multi_head", "--trainer.val_check_interval", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
     assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["arch"] == "multi_head"
     # The checkpoint's hyperparameters rebuild the same model: no config needed.
     settings = "--data.prompt First --model.sampling.max_new_tokens 20".split()
-    out = run_main("predict", "--ckpt_path", str(checkpoint), *settings, cwd=tmp_path / "data")
+    out = main_here("predict", "--ckpt_path", str(checkpoint), *settings, cwd=tmp_path / "data")
     assert out.returncode == 0, out.stderr[-3000:]
     (sample,) = out.stdout.split("\n" + "-" * 40 + "\n")[:-1]
     assert sample.startswith("First") and len(sample) == 5 + 20
@@ -349,7 +349,7 @@ def test_teaching_arch_trains_and_predicts_from_its_checkpoint(small_corpus, tmp
 
 def test_error_missing_corpus(tmp_path):
     assert_clean_error(
-        run_main("fit", "--data.corpus", "nope.txt", cwd=tmp_path), "error: corpus file 'nope.txt' does not exist"
+        main_here("fit", "--data.corpus", "nope.txt", cwd=tmp_path), "error: corpus file 'nope.txt' does not exist"
     )
 
 
@@ -448,7 +448,7 @@ def test_error_bad_model_settings(extra, message, small_corpus, tmp_path):
 
 
 def test_a_value_of_the_wrong_type_is_one_line(tmp_path):
-    result = run_main("fit", "--trainer.max_steps", "abc", cwd=tmp_path)
+    result = main_here("fit", "--trainer.max_steps", "abc", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         """error: Parser key "trainer.max_steps": Expected a <class 'int'>. Got value: abc""",

@@ -108,7 +108,7 @@ def test_error_checkpoint_tokenizer_does_not_fit_the_model(trained_bpe, tmp_path
 
 def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
     gpt2 = "--data.tokenizer.kind tiktoken --data.tokenizer.encoding gpt2 --model.val_sample_tokens 0".split()
-    result = run_main(*fit_args(small_corpus, tmp_path / "data", steps=6), *gpt2, cwd=tmp_path)
+    result = main_here(*fit_args(small_corpus, tmp_path / "data", steps=6), *gpt2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
     ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
@@ -173,7 +173,7 @@ def test_stop_strings_and_no_prompt(trained, tmp_path):
     writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "s.jsonl"]
     settings = "--model.sampling.max_new_tokens 200 --data.num_samples 3".split()
     stop = ["--model.sampling.stop", '[":", "zz"]']
-    result = run_main("predict", "--ckpt_path", str(checkpoint), *settings, *stop, *writer, cwd=tmp_path)
+    result = main_here("predict", "--ckpt_path", str(checkpoint), *settings, *stop, *writer, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(tmp_path / "s.jsonl")
     assert all(r["prompt"] is None and ":" not in r["completion"] for r in records)
@@ -239,7 +239,7 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
         "--model.block_size 32 --data.batch_size 4 --trainer.max_steps 4 --trainer.enable_progress_bar false "
         "--trainer.log_every_n_steps 2"
     )
-    fit = run_main("fit", "--data.corpus", str(speeches), *settings.split(), cwd=tmp_path)
+    fit = main_here("fit", "--data.corpus", str(speeches), *settings.split(), cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     checkpoint = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
     # The masked model's own TensorBoard tags (see the README's table): accuracy on hidden tokens.
@@ -247,7 +247,7 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
     assert all(0 <= acc <= 1 for _, acc in scalars(checkpoint.parents[1], "train/acc"))
     writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "fill.jsonl"]
     prompt = ["--data.prompt", "Spe<|mask|>k, <|mask|>peak."]
-    out = run_main(
+    out = main_here(
         "predict", "--ckpt_path", str(checkpoint), *prompt, "--model.sampling.top_k", "3", *writer, cwd=tmp_path
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -257,5 +257,5 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
     filled = record["completion"]
     assert len(filled) == len("Speak, speak.") and filled[:3] == "Spe" and MASK not in filled
     assert f"{MASK} 1: " in out.stdout and f"{MASK} 2: " in out.stdout
-    no_mask = run_main("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "Speak", cwd=tmp_path)
+    no_mask = main_here("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "Speak", cwd=tmp_path)
     assert_clean_error(no_mask, "error: the prompt has no <|mask|> to fill")

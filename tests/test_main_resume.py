@@ -59,7 +59,7 @@ def uninterrupted(tmp_path_factory):
     runs = {}
     for name, data in DATA.items():
         folder = workdir(tmp_path_factory.mktemp("uninterrupted"))
-        result = run_main(*FIT, *data, cwd=folder)
+        result = main_here(*FIT, *data, cwd=folder)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = logged(folder)
     return runs
@@ -88,7 +88,7 @@ def test_interrupted_and_resumed_logs_what_an_uninterrupted_run_logs(
     uninterrupted, tmp_path, data, step, options, code, saved_step
 ):
     folder = workdir(tmp_path)
-    stopped = run_main(*FIT, *DATA[data], *signal_at(step, **options), cwd=folder, env=TESTS_ON_PATH)
+    stopped = main_here(*FIT, *DATA[data], *signal_at(step, **options), cwd=folder)
     assert stopped.returncode == code, stopped.stderr[-3000:]
     name = "SIGINT" if code == 130 else "SIGTERM"
     saved = folder / "lightning_logs/version_0/checkpoints/last.ckpt"
@@ -96,7 +96,7 @@ def test_interrupted_and_resumed_logs_what_an_uninterrupted_run_logs(
     assert line in stopped.stderr and stopped.stderr.rstrip().endswith("--ckpt_path last")
     assert "Traceback" not in stopped.stderr
     assert torch.load(saved, weights_only=True)["global_step"] == saved_step
-    resumed = run_main(*FIT, *DATA[data], "--ckpt_path", "last", cwd=folder)
+    resumed = main_here(*FIT, *DATA[data], "--ckpt_path", "last", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "--ckpt_path last: lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
     assert logged(folder) == uninterrupted[data]  # every value, bit for bit, at the same steps
@@ -108,7 +108,7 @@ def test_killed_outright_resumes_from_its_last_validation(uninterrupted, tmp_pat
     killed = run_main(*FIT, *DATA["windows"], *signal_at(9, signum=9), cwd=folder, env=TESTS_ON_PATH)
     assert killed.returncode == -signal.SIGKILL  # no chance to save: the checkpoint of step 6 remains
     assert torch.load(folder / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 6
-    resumed = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
+    resumed = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert logged(folder) == uninterrupted["windows"]  # steps 7-9, logged twice, show once
 
@@ -123,9 +123,9 @@ def test_a_second_signal_aborts_at_once(tmp_path):
 
 def test_a_real_sigterm_from_outside(tmp_path):
     """SIGTERM from another process at whatever step the run has reached."""
-    longer = [*FIT, *DATA["windows"], *"--trainer.max_steps 400 --trainer.val_check_interval 100".split()]
+    longer = [*FIT, *DATA["windows"], *"--trainer.max_steps 150 --trainer.val_check_interval 50".split()]
     reference = workdir(tmp_path / "reference")
-    assert run_main(*longer, cwd=reference).returncode == 0
+    assert main_here(*longer, cwd=reference).returncode == 0
     folder = workdir(tmp_path / "interrupted")
     command = [sys.executable, str(ROOT / "main.py"), *longer]
     process = subprocess.Popen(command, cwd=folder, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -139,8 +139,8 @@ def test_a_real_sigterm_from_outside(tmp_path):
     stderr = "".join(lines) + process.stderr.read()
     assert process.wait(timeout=120) == 143, stderr[-3000:]
     step = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
-    assert 1 <= step < 400
-    resumed = run_main(*longer, "--ckpt_path", "last", cwd=folder)
+    assert 1 <= step < 150
+    resumed = main_here(*longer, "--ckpt_path", "last", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert logged(folder) == logged(reference)
 
@@ -163,19 +163,19 @@ def test_ddp_ranks_stop_after_the_same_step_whichever_gets_the_signal(tmp_path):
 
 
 def stopped_at_step(folder, step: int = 5) -> None:
-    result = run_main(*FIT, *DATA["windows"], *signal_at(step - 1), cwd=folder, env=TESTS_ON_PATH)
+    result = main_here(*FIT, *DATA["windows"], *signal_at(step - 1), cwd=folder)
     assert result.returncode == 143, result.stderr[-3000:]
 
 
 def test_last_is_the_newest_run_with_a_last_checkpoint_and_best_its_best(tmp_path):
     folder = workdir(tmp_path)
     for _ in range(2):
-        assert run_main(*FIT, *DATA["windows"], "--trainer.max_steps", "6", cwd=folder).returncode == 0
+        assert main_here(*FIT, *DATA["windows"], "--trainer.max_steps", "6", cwd=folder).returncode == 0
     (folder / "lightning_logs" / "version_2").mkdir()  # a run that stopped before saving anything
-    result = run_main("validate", "--ckpt_path", "last", *DATA["windows"], cwd=folder)
+    result = main_here("validate", "--ckpt_path", "last", *DATA["windows"], cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--ckpt_path last: lightning_logs/version_1/checkpoints/last.ckpt" in result.stderr
-    best = run_main("validate", "--ckpt_path", "best", *DATA["windows"], cwd=folder)
+    best = main_here("validate", "--ckpt_path", "best", *DATA["windows"], cwd=folder)
     assert best.returncode == 0, best.stderr[-3000:]
     (best_file,) = (folder / "lightning_logs/version_1/checkpoints").glob("step*.ckpt")
     assert f"--ckpt_path best: lightning_logs/version_1/checkpoints/{best_file.name}" in best.stderr
@@ -185,13 +185,13 @@ def test_last_finds_the_run_of_the_config_named(tmp_path):
     folder = workdir(tmp_path)
     (folder / "configs").mkdir()
     (folder / "configs" / "small.yaml").write_text("trainer:\n  max_steps: 6\n")
-    assert run_main(*FIT, *DATA["windows"], "--config", "configs/small.yaml", cwd=folder).returncode == 0
+    assert main_here(*FIT, *DATA["windows"], "--config", "configs/small.yaml", cwd=folder).returncode == 0
     assert (folder / "lightning_logs/small/version_0/checkpoints/last.ckpt").is_file()
     config = ["--config", "configs/small.yaml"]
-    predict = run_main("predict", *config, "--ckpt_path", "last", "--model.sampling.max_new_tokens", "5", cwd=folder)
+    predict = main_here("predict", *config, "--ckpt_path", "last", "--model.sampling.max_new_tokens", "5", cwd=folder)
     assert predict.returncode == 0, predict.stderr[-3000:]
     assert "--ckpt_path last: lightning_logs/small/version_0/checkpoints/last.ckpt" in predict.stderr
-    other = run_main("predict", "--ckpt_path", "last", cwd=folder)  # another experiment: no config
+    other = main_here("predict", "--ckpt_path", "last", cwd=folder)  # another experiment: no config
     assert_clean_error(other, "--ckpt_path last: there are no runs in lightning_logs/ yet")
 
 
@@ -215,9 +215,9 @@ def test_no_run_to_resume_and_no_checkpoint_to_predict_from(tmp_path):
 def test_a_new_learning_rate_takes_effect_and_the_shape_cannot_change(tmp_path):
     folder = workdir(tmp_path)
     stopped_at_step(folder, 5)
-    arch = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.n_layer", "3", cwd=folder)
+    arch = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.n_layer", "3", cwd=folder)
     assert_clean_error(arch, "--model.n_layer gives n_layer 3 but the checkpoint's model has 2")
-    resumed = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.learning_rate", "5e-4", cwd=folder)
+    resumed = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", "--model.learning_rate", "5e-4", cwd=folder)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming with learning_rate 0.0005 (the checkpoint's run had 0.001)" in resumed.stderr
     lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
@@ -249,16 +249,16 @@ def test_the_last_step_is_validated_and_saved_wherever_it_falls(tmp_path):
 
 def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(tmp_path):
     folder = workdir(tmp_path)
-    assert run_main(*FIT, *DATA["windows"], cwd=folder).returncode == 0  # 14 steps: the cosine ends at min_lr
+    assert main_here(*FIT, *DATA["windows"], cwd=folder).returncode == 0  # 14 steps: the cosine ends at min_lr
     done = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", cwd=folder)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "note: the checkpoint is at step 14 and --trainer.max_steps is 14: nothing to train" in done.stderr
-    longer = run_main(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "18", cwd=folder)
+    longer = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "18", cwd=folder)
     assert longer.returncode == 0, longer.stderr[-3000:]
     lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
     assert [lr[s] for s in range(14, 18)] == pytest.approx([1e-4] * 4)  # on at min_lr
     stretch = "--ckpt_path last --trainer.max_steps 22 --model.decay_steps 30".split()
-    stretched = run_main(*FIT, *DATA["windows"], *stretch, cwd=folder)
+    stretched = main_here(*FIT, *DATA["windows"], *stretch, cwd=folder)
     assert stretched.returncode == 0, stretched.stderr[-3000:]
     assert "resuming with decay_steps 30 (the checkpoint's run had 14)" in stretched.stderr
     lr = dict(scalars(folder / "lightning_logs" / "version_0", "train/lr"))
@@ -266,7 +266,7 @@ def test_raising_max_steps_keeps_the_schedule_unless_decay_steps_says_otherwise(
 
 
 def test_weights_only_cannot_be_turned_off(tmp_path):
-    result = run_main("validate", "--ckpt_path", "x.ckpt", "--weights_only", "false", cwd=tmp_path)
+    result = main_here("validate", "--ckpt_path", "x.ckpt", "--weights_only", "false", cwd=tmp_path)
     assert result.returncode == 2
     assert "error: unrecognized arguments: --weights_only false" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 2 and "Traceback" not in result.stderr  # no page of usage

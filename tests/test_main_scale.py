@@ -16,7 +16,7 @@ import torch
 
 from gpt.data.corpus import Corpus
 from gpt.data.datasets import EvalWindows
-from helpers import LINES_TEXT, QUIET, ROOT, TINY_MODEL, assert_clean_error, run_main, scalars
+from helpers import LINES_TEXT, QUIET, ROOT, TINY_MODEL, assert_clean_error, main_here, run_main, scalars
 
 DDP = "--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu".split()
 
@@ -86,11 +86,11 @@ def test_ddp_and_accumulation_train_the_same_model_as_one_process(tmp_path):
 
 def test_tokens_per_step_that_does_not_divide_is_one_error_line(small_corpus, tmp_path):
     args = fit(small_corpus, tmp_path / "data", 2, "--data.batch_size", "8", "--data.tokens_per_step", "1000")
-    result = run_main(*args, cwd=tmp_path)
+    result = main_here(*args, cwd=tmp_path)
     assert_clean_error(result, "error: data.tokens_per_step 1,000 is not a multiple of the tokens one micro-batch")
     assert "--data.tokens_per_step 1024" in result.stderr
     both = fit(small_corpus, tmp_path / "data", 2, "--data.batch_size", "8", "--data.tokens_per_step", "512")
-    result = run_main(*both, "--trainer.accumulate_grad_batches", "3", cwd=tmp_path)
+    result = main_here(*both, "--trainer.accumulate_grad_batches", "3", cwd=tmp_path)
     assert_clean_error(result, "means accumulating 2 micro-batches, but trainer.accumulate_grad_batches is 3")
 
 
@@ -100,7 +100,7 @@ def test_a_parquet_corpus_end_to_end(shakespeare, tmp_path):
     corpus = parquet_corpus(tmp_path / "parquet", shakespeare.read_text()[:60_000])
     shards = "--data.shard_tokens 20000 --data.val_tokens 5000 --data.tokenize_workers 2"
     args = fit(corpus, tmp_path / "data", 4, *shards.split(), "--data.batch_size", "4", "--data.tokens_per_step", "256")
-    result = run_main(*args, cwd=tmp_path)
+    result = main_here(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tokens per step: 256 = 1 device x 4 sequences x 32 tokens x 2 micro-batches" in result.stderr
     (folder,) = (tmp_path / "data" / "shards").iterdir()
@@ -111,11 +111,11 @@ def test_a_parquet_corpus_end_to_end(shakespeare, tmp_path):
     assert [step for step, _ in scalars(tmp_path / "lightning_logs/version_0", "val/loss")] == [3]
     assert last_checkpoint(tmp_path)["global_step"] == 4
     sample = ["predict", "--ckpt_path", "last", "--data.prompt", "ROMEO:", "--model.sampling.max_new_tokens", "20"]
-    predicted = run_main(*sample, "--data.corpus", "nowhere", *TINY_MODEL[:8], cwd=tmp_path)
+    predicted = main_here(*sample, "--data.corpus", "nowhere", *TINY_MODEL[:8], cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert predicted.stdout.startswith("ROMEO:")
     # Too little left for training after the validation tokens: one error line.
-    result = run_main(*fit(corpus, tmp_path / "data", 2, "--data.val_tokens", "100000"), cwd=tmp_path)
+    result = main_here(*fit(corpus, tmp_path / "data", 2, "--data.val_tokens", "100000"), cwd=tmp_path)
     assert_clean_error(result, "too few left for one training window")
 
 
@@ -156,10 +156,10 @@ def test_a_jsonl_file_on_the_command_line_and_a_hub_dataset_offline(tmp_path):
     dataset that cannot be reached is one error line."""
     corpus = tmp_path / "one.jsonl"
     corpus.write_text("".join(f'{{"text": "speech {i}: " }}\n' for i in range(300)))
-    result = run_main(*fit(corpus, tmp_path / "data", 2, "--data.val_tokens", "600"), cwd=tmp_path)
+    result = main_here(*fit(corpus, tmp_path / "data", 2, "--data.val_tokens", "600"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = (tmp_path / "data" / "shards").iterdir()
     assert folder.name.startswith("one-")
     hub = "--data.hub.path HuggingFaceFW/fineweb --data.hub.name sample-10BT".split()
-    result = run_main(*fit(corpus, tmp_path / "data", 2), *hub, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    result = main_here(*fit(corpus, tmp_path / "data", 2), *hub, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert_clean_error(result, "could not open the hub dataset 'HuggingFaceFW/fineweb' (name 'sample-10BT'")

@@ -112,12 +112,25 @@ def describe_fit_end(trainer: L.Trainer) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
+class ToStderr(logging.StreamHandler):
+    """A handler that writes to sys.stderr as it is when a message comes (not as it was when the
+    handler was made), so that a command run from Python shows its messages where its caller says."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def show_progress_messages() -> None:
     """The plain modules' progress messages (download, encoding, BPE training) on stderr, once
     per machine (rank 0), as Lightning shows its own; and no warnings a user cannot act on."""
     logger = logging.getLogger("gpt")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = ToStderr()
         handler.addFilter(lambda record: rank_zero_only.rank == 0)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

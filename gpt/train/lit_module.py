@@ -8,6 +8,7 @@ accumulation, clipping, checkpointing and logging belong to Lightning's Trainer.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
@@ -31,6 +31,8 @@ from gpt.model.models import GPT, build_model
 from gpt.model.optim import WarmupCosine, adamw, describe_groups, muon_adamw
 from gpt.tokenizers import Tokenizer
 from gpt.train.callbacks import DropoutSchedule
+
+log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 
 VAL_MASK_SEED = 1234  # masked objective: which validation tokens are hidden, the same every time
 FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when sampling.top_k is unset
@@ -263,7 +265,7 @@ class LitGPT(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = make_optimizer(hp, self.model, self.trainer)
-        rank_zero_info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
+        log.info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
         if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
             hp.decay_steps = int(self.trainer.estimated_stepping_batches)  # max_steps, or epochs x batches
         scheduler = WarmupCosine(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, hp.decay_steps)
@@ -287,7 +289,7 @@ class LitGPT(L.LightningModule):
             # Pretrained weights to start from. (`main.py ... --ckpt_path` drops init_from: the
             # checkpoint restored after setup brings its own weights.)
             load_hf(self.model, self.hparams.init_from)
-            rank_zero_info(f"loaded Hugging Face GPT-2 weights from {self.hparams.init_from}")
+            log.info(f"loaded Hugging Face GPT-2 weights from {self.hparams.init_from}")
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and datamodule is not None:
             self.tokenizer = getattr(datamodule, "tokenizer", None)
