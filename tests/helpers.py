@@ -106,6 +106,11 @@ def main_here(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
     return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())
 
 
+def predict(checkpoint: Path | str, cwd: Path, *extra: str, here: bool = True) -> subprocess.CompletedProcess:
+    """`python main.py predict --ckpt_path CHECKPOINT EXTRA`, in this process unless here=False."""
+    return (main_here if here else run_main)("predict", "--ckpt_path", str(checkpoint), *extra, cwd=cwd)
+
+
 def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> None:
     """The command failed with one `error:` line that holds message, and no traceback."""
     assert result.returncode == 1, result.stderr[-3000:]
@@ -113,12 +118,25 @@ def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> Non
     assert "Traceback" not in result.stderr
 
 
+# The model sizes of the unit tests, typed once: TINY, 2 layers x 32 wide, 2 heads, context 16,
+# vocab 50, learns in a few steps; SMALLEST, 1 layer x 8, one head, context 8, vocab 10, for
+# checks of shapes and wiring.
+TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+SMALLEST = dict(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)
+
+
 def tiny_config(**kwargs):
-    """A GPTConfig small enough for a unit test: 2 layers x 32, 2 heads, context 16, vocab 50."""
+    """A GPTConfig of TINY's sizes, any of them changed by kwargs."""
     from gpt.model.config import GPTConfig
 
-    defaults = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    return GPTConfig(**{**defaults, **kwargs})
+    return GPTConfig(**{**TINY, **kwargs})
+
+
+def smallest_config(**kwargs):
+    """A GPTConfig of SMALLEST's sizes, any of them changed by kwargs."""
+    from gpt.model.config import GPTConfig
+
+    return GPTConfig(**{**SMALLEST, **kwargs})
 
 
 # ---- the command line

@@ -23,7 +23,7 @@ from gpt.model.layers import AttentionContext, KVCache, rope_cache
 from gpt.model.models import GPT, build_model
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer
 from gpt.tokenizers.bpe import SPLIT_PATTERNS
-from helpers import tiny_config
+from helpers import smallest_config, tiny_config
 
 BLOCK = 16
 FIFTY_CHARS = "".join(chr(65 + i) for i in range(50))  # a character for each id of tiny()'s vocabulary
@@ -33,7 +33,7 @@ def tiny(pos: str = "learned", **kwargs) -> GPT:
     """A GPT with large random weights: an untrained one at GPT-2's init repeats one id,
     and any two decoders would agree on that."""
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, pos=pos, **kwargs)
+    config = tiny_config(block_size=BLOCK, pos=pos, **kwargs)
     model = GPT(config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -182,7 +182,7 @@ def test_a_prompt_longer_than_the_window_keeps_its_end():
 
 def test_models_without_a_cache_recompute():
     torch.manual_seed(0)
-    model = build_model(GPTConfig(vocab_size=50, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, arch="blocks"))
+    model = build_model(tiny_config(block_size=BLOCK, n_layer=1, n_embd=16, arch="blocks"))
     prompt = torch.zeros(1, 2, dtype=torch.long)
     assert torch.equal(
         generate(model.eval(), prompt, 30, temperature=0), generate(model, prompt, 30, temperature=0, use_cache=False)
@@ -351,7 +351,7 @@ def test_cache_under_bf16_autocast():
 
 def test_complete_batches_by_length_and_keeps_the_order():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    model = GPT(smallest_config(vocab_size=5)).eval()
     tokenizer = CharTokenizer("abcde")
     prompts = ["ab", "c", "ab", None, "ab"]
     settings = SamplingSettings(max_new_tokens=20, temperature=1.0, stream=False)

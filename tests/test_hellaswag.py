@@ -187,6 +187,7 @@ def test_the_command_line_prints_and_logs_the_same_accuracy(fitted):
     assert not list(run_dir.glob(".hellaswag-*"))  # the temporary folder is gone
 
 
+@pytest.mark.slow
 def test_the_command_line_names_a_missing_file(fitted, tmp_path):
     run_dir, data = fitted
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 from gpt.interop.checkpoint import load_model
 from gpt.interop.hf import export_checkpoint, save_hf
 from gpt.interop.hf_tokenizer import onig_pattern, save_hf_tokenizer
-from gpt.model.config import GPTConfig
 from gpt.model.generation import generate
 from gpt.model.models import GPT
 from gpt.tokenizers import ENDOFTEXT, MASK, PAD, SPECIAL_TOKENS, BPETokenizer, CharTokenizer, TiktokenTokenizer
-from helpers import LINES_TEXT, ROOT
+from helpers import LINES_TEXT, ROOT, smallest_config, tiny_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -133,7 +132,7 @@ def trained_checkpoint(tokenizer, path, steps: int = 200) -> GPT:
     """A tiny GPT trained for a second on LINES_TEXT (so that greedy decoding writes varied
     text, not one token over and over), saved as `main.py fit` saves what predict reads."""
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    config = tiny_config(vocab_size=tokenizer.vocab_size, block_size=32)
     model = GPT(config)
     data = torch.tensor(tokenizer.encode(LINES_TEXT))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -194,7 +193,7 @@ def test_exported_checkpoint_generates_in_transformers_as_here(kind, tmp_path, m
 
 
 def test_a_tokenizer_that_does_not_fit_the_model_is_refused_before_anything_is_written(tmp_path):
-    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(smallest_config())
     with pytest.raises(ValueError, match="the tokenizer has 3 tokens but the model 10"):
         save_hf(model, tmp_path / "out", tokenizer=CharTokenizer("abc"))
     assert not (tmp_path / "out").exists()
@@ -222,6 +221,7 @@ def test_a_fitted_checkpoint_exported_by_the_command_generates_as_here(fit, requ
     assert_pipeline_generates_as_we_do(model, tokenizer, tmp_path / "out", "First", varied=False)
 
 
+@pytest.mark.slow
 def test_the_export_command_starts_without_a_runpy_warning():
     """`python -m gpt.interop.hf` runs gpt/interop/hf.py as __main__: importing the gpt package first must
     not import gpt.interop.hf too, or runpy warns that it is run twice."""

@@ -7,6 +7,8 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 PACKAGE = ROOT / "gpt"
@@ -59,6 +61,7 @@ def test_imports_point_downwards_only():
     assert upward == []
 
 
+@pytest.mark.slow
 def test_the_plain_rooms_work_without_lightning(tmp_path):
     plain = sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

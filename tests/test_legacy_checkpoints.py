@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from helpers import FIXTURES, LINES_TEXT, ROOT, SPEECHES_TEXT, main_here
+from helpers import FIXTURES, LINES_TEXT, ROOT, SPEECHES_TEXT, main_here, predict
 
 LEGACY = FIXTURES / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
@@ -26,8 +26,8 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def predict(workdir, name: str, *args: str) -> str:
-    result = main_here("predict", "--ckpt_path", f"{name}.ckpt", *args, cwd=workdir)
+def predict_text(workdir, name: str, *args: str) -> str:
+    result = predict(f"{name}.ckpt", workdir, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -35,15 +35,15 @@ def predict(workdir, name: str, *args: str) -> str:
 @pytest.mark.slow  # several processes
 def test_predict_gives_the_same_text(workdir):
     greedy = ["--model.sampling.temperature", "0", "--model.sampling.max_new_tokens", "60", "--data.prompt", "First"]
-    assert predict(workdir, "char_gpt2", *greedy) == EXPECTED["char_gpt2"]["greedy"]
-    assert predict(workdir, "char_blocks", *greedy) == EXPECTED["char_blocks"]["greedy"]
+    assert predict_text(workdir, "char_gpt2", *greedy) == EXPECTED["char_gpt2"]["greedy"]
+    assert predict_text(workdir, "char_blocks", *greedy) == EXPECTED["char_blocks"]["greedy"]
     seeded = "--data.prompt All: --model.sampling.temperature 0.8 --model.sampling.top_k 10 --model.sampling.seed 3"
-    sampled = predict(
+    sampled = predict_text(
         workdir, "char_gpt2", *seeded.split(), *"--model.sampling.max_new_tokens 60 --data.num_samples 2".split()
     )
     assert sampled == EXPECTED["char_gpt2"]["sampled"]
     prompt = "CITIZEN 3:\\nSpe<|mask|>k, speak. \\nWe are res<|mask|>ved."
-    filled = predict(workdir, "bpe_masked", "--data.prompt", prompt, "--model.sampling.top_k", "3")
+    filled = predict_text(workdir, "bpe_masked", "--data.prompt", prompt, "--model.sampling.top_k", "3")
     assert filled == EXPECTED["bpe_masked"]["fill"]
 
 

@@ -11,19 +11,14 @@ import pytest
 import torch
 
 from gpt.tokenizers import MASK
-from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, read_jsonl, run_main, samples, scalars
+from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, predict, read_jsonl, samples, scalars
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
 
 
-def predict(checkpoint: Path, cwd: Path, *extra: str, here: bool = False):
-    """predict from a checkpoint with no corpus around; here: in this process (for errors)."""
-    run = main_here if here else run_main
-    return run("predict", "--ckpt_path", str(checkpoint), "--data.corpus", "missing.txt", *extra, cwd=cwd)
-
-
 def predict_here(checkpoint: Path, cwd: Path, *extra: str):
-    return predict(checkpoint, cwd, *extra, here=True)
+    """predict from a checkpoint with no corpus around, in this process."""
+    return predict(checkpoint, cwd, "--data.corpus", "missing.txt", *extra)
 
 
 def test_predict_without_the_corpus(trained, tmp_path):
@@ -76,13 +71,13 @@ def test_predict_greedy_is_deterministic_and_escapes_newlines(trained, tmp_path)
 
 def test_error_unknown_character_in_prompt(trained, tmp_path):
     _, checkpoint, _, _ = trained
-    result = predict(checkpoint, tmp_path, "--data.prompt", "Fi#", here=True)
+    result = predict_here(checkpoint, tmp_path, "--data.prompt", "Fi#")
     assert_clean_error(result, "character '#' at position 2 is not in the tokenizer's vocabulary")
 
 
 def test_error_empty_prompt(trained, tmp_path):
     _, checkpoint, _, _ = trained
-    result = predict(checkpoint, tmp_path, "--data.prompt", "", here=True)
+    result = predict_here(checkpoint, tmp_path, "--data.prompt", "")
     assert_clean_error(result, "the prompt is empty")
 
 
@@ -102,10 +97,11 @@ def test_error_checkpoint_tokenizer_does_not_fit_the_model(trained_bpe, tmp_path
     ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
     ckpt["tokenizer"] = {"kind": "tiktoken", "encoding": "gpt2"}
     torch.save(ckpt, tmp_path / "mixed.ckpt")
-    result = predict(tmp_path / "mixed.ckpt", tmp_path, here=True)
+    result = predict_here(tmp_path / "mixed.ckpt", tmp_path)
     assert_clean_error(result, "the checkpoint's tokenizer has 50257 tokens but its model has vocab_size 300")
 
 
+@pytest.mark.slow
 def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
     gpt2 = "--data.tokenizer.kind tiktoken --data.tokenizer.encoding gpt2 --model.val_sample_tokens 0".split()
     result = main_here(*fit_args(small_corpus, tmp_path / "data", steps=6), *gpt2, cwd=tmp_path)
@@ -114,7 +110,7 @@ def test_gpt2_tokenizer_fit_and_predict(small_corpus, tmp_path):
     ckpt = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert ckpt["tokenizer"] == {"kind": "tiktoken", "encoding": "gpt2"}
     assert ckpt["hyper_parameters"]["vocab_size"] == 50257
-    out = predict(
+    out = predict_here(
         checkpoint, tmp_path, "--data.prompt", "Every effort moves you", "--model.sampling.max_new_tokens", "5"
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -181,6 +177,7 @@ def test_stop_strings_and_no_prompt(trained, tmp_path):
     assert all(s.startswith("\n") for s in samples(result.stdout))  # no prompt: text starts after a newline
 
 
+@pytest.mark.slow
 def test_predict_streams_while_it_writes(trained, tmp_path):
     _, checkpoint, _, _ = trained
     settings = "--data.prompt First --model.sampling.max_new_tokens 20000 --model.sampling.temperature 1.0"
@@ -195,6 +192,7 @@ def test_predict_streams_while_it_writes(trained, tmp_path):
         process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_predict_and_keeps_the_previous_output_file(trained, tmp_path, signum):
     _, checkpoint, _, _ = trained
@@ -227,7 +225,7 @@ def test_a_signal_stops_predict_and_keeps_the_previous_output_file(trained, tmp_
 )
 def test_error_bad_predict_settings(trained, tmp_path, extra, message):
     _, checkpoint, _, _ = trained
-    assert_clean_error(predict(checkpoint, tmp_path, *extra, here=True), message)
+    assert_clean_error(predict_here(checkpoint, tmp_path, *extra), message)
 
 
 @pytest.mark.slow  # several processes

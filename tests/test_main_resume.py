@@ -18,6 +18,8 @@ from gpt.model.optim import cosine_lr
 from gpt.train.runs import hold_run
 from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
 
+pytestmark = pytest.mark.slow  # fits interrupted, killed and resumed through the CLI, DDP among them
+
 TAGS = ("train/loss", "val/loss", "train/lr", "train/tokens", "val/best_loss")
 FIT = (
     "fit --model.n_layer 2 --model.n_head 2 --model.n_embd 32 --model.block_size 32 --model.dropout 0.1 "
@@ -145,7 +147,6 @@ def test_a_real_sigterm_from_outside(tmp_path):
     assert logged(folder) == logged(reference)
 
 
-@pytest.mark.slow  # two DDP runs of two processes each
 def test_ddp_ranks_stop_after_the_same_step_whichever_gets_the_signal(tmp_path):
     ddp = "--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu --data.batch_size 4".split()
     reference = workdir(tmp_path / "reference")

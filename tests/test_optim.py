@@ -5,10 +5,9 @@ import copy
 import pytest
 import torch
 
-from gpt.model.config import GPTConfig
 from gpt.model.models import GPT
 from gpt.model.optim import adamw, cosine_lr, describe_groups, param_groups, warmup_cosine
-from helpers import tiny_config
+from helpers import smallest_config, tiny_config
 
 
 def test_lr_schedule_points():
@@ -27,7 +26,7 @@ def test_lr_schedule_is_monotonic_after_warmup():
 
 
 def test_param_groups_decay_matrices_only():
-    c = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    c = tiny_config(vocab_size=65)
     model = GPT(c)
     decay, no_decay = param_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -47,7 +46,7 @@ def test_param_groups_decay_matrices_only():
 
 def test_adamw_and_its_schedule_step_the_learning_rate_of_every_group():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(smallest_config())
     optimizer = adamw(model, learning_rate=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
     assert optimizer.defaults["betas"] == (0.9, 0.95)
@@ -69,7 +68,7 @@ def test_adamw_and_its_schedule_step_the_learning_rate_of_every_group():
     [(1e-3, 1e-2, "need 0 <= min_lr <= learning_rate"), (0.0, 0.0, "learning_rate must be > 0, got 0.0")],
 )
 def test_schedules_that_make_no_sense_are_refused(lr, min_lr, message):
-    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(smallest_config())
     with pytest.raises(ValueError, match=message):
         warmup_cosine(adamw(model, lr, 0.1), warmup_steps=0, decay_steps=10, min_lr=min_lr)
 
@@ -83,7 +82,7 @@ def test_adamw_runs_fused_when_every_parameter_is_on_one_kind_of_device():
     assert use_fused([on("cuda:0"), on("cuda:1")]) and use_fused([on("cpu")])
     assert not use_fused([on("cuda:0"), on("cpu")])  # offloaded to the CPU: torch's default (foreach)
     assert not use_fused([on("meta")]) and not use_fused([])
-    optimizer = adamw(GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8)), 1e-3, 0.1)
+    optimizer = adamw(GPT(smallest_config(block_size=4)), 1e-3, 0.1)
     assert optimizer.defaults["fused"] is True  # on this CPU
 
 
@@ -91,7 +90,7 @@ def test_fused_adamw_on_the_cpu_steps_as_the_loop_does():
     """The fused CPU kernel is the same AdamW: after 20 steps the weights agree with torch's
     single-tensor loop to float rounding."""
     torch.manual_seed(0)
-    models = [GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)) for _ in range(2)]
+    models = [GPT(smallest_config(n_head=2, n_embd=16)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     optimizers = [adamw(models[0], 1e-2, 0.1, fused=True), adamw(models[1], 1e-2, 0.1, fused=False)]
     x = torch.randint(0, 10, (4, 8))
@@ -106,7 +105,7 @@ def test_fused_adamw_on_the_cpu_steps_as_the_loop_does():
 
 def test_param_groups_tell_matrices_by_module_not_shape():
     """FSDP hands the optimizer each weight as a flat 1-D shard: the groups must not change."""
-    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(tiny_config(vocab_size=65))
     before = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1)]
     for p in model.parameters():
         p.data = p.data.flatten()
@@ -126,7 +125,7 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, padded_vocab_multiple=64))
+    model = GPT(tiny_config(vocab_size=65, padded_vocab_multiple=64))
     wrapped = FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True, device_id="cpu")
     groups = [len(g["params"]) for g in param_groups(model, 0.1)]
     x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(1))
@@ -148,7 +147,7 @@ def test_under_fsdp_the_weights_keep_their_groups_and_the_loss_is_one_process(tm
     mp.spawn(_fsdp_worker, args=(port, str(tmp_path / "out.pt")), nprocs=2)
     sharded = torch.load(tmp_path / "out.pt")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, padded_vocab_multiple=64))
+    model = GPT(tiny_config(vocab_size=65, padded_vocab_multiple=64))
     x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(1))
     assert sharded["dims"] == {1}  # FSDP's flat shards: a weight's shape no longer says it is a matrix
     assert sharded["groups"] == [len(g["params"]) for g in param_groups(model, 0.1)]
@@ -205,7 +204,7 @@ def test_the_optimizer_is_fused_unless_fp16_scales_the_gradients():
 
     from gpt.train.lit_module import make_optimizer
 
-    model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(smallest_config(block_size=4))
     for optimizer_name in ("adamw", "muon"):
         settings = dict(learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99)
         hp = SimpleNamespace(**settings, get=lambda key, default, name=optimizer_name: name)

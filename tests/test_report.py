@@ -1,8 +1,8 @@
 """gpt/eval/report.py: parameters and memory of any model, and the command that prints them."""
 
+import contextlib
+import io
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -10,12 +10,21 @@ import torch.nn.functional as F
 from gpt.eval.report import count, report
 from gpt.model.config import GPTConfig
 from gpt.model.models import GPT
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import tiny_config
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpt.eval.report", *args], cwd=ROOT, capture_output=True, text=True)
+    """`python -m gpt.eval.report ARGS`, as its __main__ runs it, in this process."""
+    from gpt.errors import exit_on_user_error
+    from gpt.eval import report as command
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            exit_on_user_error(lambda: command.main(list(args)))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_report_command_gives_the_published_gpt2_counts():
@@ -42,7 +51,7 @@ def test_counts_of_every_gpt2_size():
 
 def test_training_memory_is_what_adamw_really_holds():
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, tie_weights=False)
+    config = tiny_config(tie_weights=False)
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters())
     idx = torch.randint(0, 50, (2, 16))

@@ -10,6 +10,7 @@ import pytest
 from gpt.train.runs import LAST, RunInUse, claim_new_run, hold_run, new_run, newest_last, run_of
 
 
+@pytest.mark.slow
 def test_runs_started_at_the_same_moment_get_different_folders(tmp_path):
     (tmp_path / "version_3").mkdir()  # an older run: new ones come after it
     with multiprocessing.get_context("spawn").Pool(6) as pool:
@@ -36,6 +37,7 @@ def test_a_held_run_refuses_a_second_writer_until_released(tmp_path):
     assert (run / "checkpoints").is_dir()  # a run with files is kept
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     run = tmp_path / "version_0"
     run.mkdir()

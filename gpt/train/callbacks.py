@@ -194,14 +194,17 @@ class StepProgressBar(TQDMProgressBar):
     """The training bar counts optimizer steps up to max_steps (Lightning's counts the batches
     of an epoch, and an epoch of every window is longer than most runs)."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
         bar = self.train_progress_bar
         total = trainer.max_steps if trainer.max_steps >= 0 else trainer.estimated_stepping_batches
+        bar.set_description("step", refresh=False)
         bar.reset(total=None if total == float("inf") else int(total))
         bar.initial = bar.n = trainer.global_step  # a resumed run starts where it stopped
-        bar.set_description("step")
         bar.refresh()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        pass  # one bar for the run: Lightning's would restart it, named "Epoch N", at every epoch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         bar = self.train_progress_bar
