@@ -19,6 +19,11 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first: in parallel runs the long ones start at once rather than last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     """LINES_TEXT in a file: about 6,000 characters."""

@@ -122,8 +122,8 @@ def test_a_parquet_corpus_end_to_end(shakespeare, tmp_path):
 
 
 def test_tokenization_killed_outright_carries_on_to_the_same_shards(shakespeare, tmp_path):
-    corpus = parquet_corpus(tmp_path / "parquet", shakespeare.read_text()[:300_000])
-    sizes = "--data.shard_tokens 500 --data.val_tokens 500".split()  # 600 shards: time to kill it halfway
+    corpus = parquet_corpus(tmp_path / "parquet", shakespeare.read_text()[:150_000])
+    sizes = "--data.shard_tokens 500 --data.val_tokens 500".split()  # 300 shards: time to kill it halfway
     # The reference: the same shards written without a stop, by the library.
     reference = Corpus(str(corpus), tmp_path / "reference")
     from gpt.tokenizers.settings import CharSettings
@@ -142,8 +142,8 @@ def test_tokenization_killed_outright_carries_on_to_the_same_shards(shakespeare,
         time.sleep(0.005)
     assert process.wait(timeout=60) == -signal.SIGKILL
     written = json.loads(manifest.read_text())
-    assert not written["complete"] and 20 <= len(written["shards"]) < 600
-    rerun = run_main(*fit(corpus, tmp_path / "data", 2, *sizes), cwd=tmp_path, timeout=120)
+    assert not written["complete"] and 20 <= len(written["shards"]) < 300
+    rerun = main_here(*fit(corpus, tmp_path / "data", 2, *sizes), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"Carrying on from {len(written['shards'])} finished shards" in rerun.stderr
     assert not list(manifest.parent.glob(".*.tmp"))  # the killed run's unfinished shard, cleared
