@@ -67,6 +67,26 @@ def test_every_link_leads_to_a_file_and_heading_that_exist():
                 assert target[1] in anchors, f"{page.name} links to {target[0]}#{target[1]}"
 
 
+def test_every_file_and_class_path_named_exists():
+    import importlib
+
+    for page in [*PAGES, *(ROOT / "configs").rglob("*.yaml")]:
+        text = page.read_text()
+        for path in re.findall(r"\b((?:gpt|tests|benchmarks|scripts|configs)/[\w/]+\.(?:py|yaml))\b", text):
+            assert (ROOT / path).is_file(), f"{page.name} names {path}"
+        for dotted in set(re.findall(r"(?<![\w/])(gpt(?:\.\w+)+)\b", text)) - {"gpt.yaml"}:
+            parts = dotted.split(".")
+            for split in range(len(parts), 0, -1):  # the longest module, then attributes on it
+                try:
+                    obj = importlib.import_module(".".join(parts[:split]))
+                    break
+                except ModuleNotFoundError:
+                    continue
+            for attribute in parts[split:]:
+                assert hasattr(obj, attribute), f"{page.name} names {dotted}"
+                obj = getattr(obj, attribute)
+
+
 def test_no_page_counts_lines_or_tells_history():
     for page in PAGES:
         text = page.read_text()
