@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from gpt.interop.checkpoint import load_checkpoint
 from gpt.train import cli, resume
 from gpt.train.callbacks import SpeedMonitor, StepProgressBar
-from gpt.train.checkpointing import SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
+from gpt.train.checkpointing import LatestCheckpoint, SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
 from gpt.train.datamodule import GPTDataModule, apply_tokens_per_step
 from gpt.train.lit_module import LitGPT
 from gpt.train.runs import experiment_dir, hold_run_folder, run_of, set_run_name, tensorboard_section
@@ -48,11 +49,12 @@ TRAINER_DEFAULTS = {
     "gradient_clip_val": 1.0,
 }
 
-CHECKPOINT_DEFAULTS = {  # the best validation loss, and the last step
+CHECKPOINT_DEFAULTS = {  # the best validation loss; and last.ckpt, the latest state (LatestCheckpoint)
     "monitor": "val/loss",
     "filename": "step{step}-val{val/loss:.3f}",
     "auto_insert_metric_name": False,
-    "save_last": True,
+    "save_last": True,  # last.ckpt at every validation and at the end, whatever val/loss did
+    "train_time_interval": timedelta(minutes=30),  # ... and after at most this much training
 }
 
 
@@ -148,7 +150,9 @@ class GPTCLI(LightningCLI):
             if trainer.get("logger") not in (False, None):
                 callbacks += [SpeedMonitor(), TensorBoardPictures(dict(config.data.items()))]
             if trainer.get("enable_checkpointing") is not False:
-                callbacks.append(ModelCheckpoint(**config["checkpoint"].as_dict()))
+                best = config["checkpoint"].as_dict()
+                latest = LatestCheckpoint(best.pop("train_time_interval")) if best.pop("save_last") else None
+                callbacks += [ModelCheckpoint(**best, save_last=False), *([latest] if latest else [])]
         plugins = trainer.get("plugins") or []
         plugins = [*plugins, SafeCheckpointIO()] if isinstance(plugins, list) else [plugins, SafeCheckpointIO()]
         return super().instantiate_trainer(**kwargs, callbacks=callbacks, plugins=plugins)

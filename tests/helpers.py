@@ -213,3 +213,4 @@ class SignalAtStep(L.Callback):
     def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
         if self.when == "validation" and trainer.state.fn == "fit":
             self._send(trainer)
+

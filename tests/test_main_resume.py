@@ -115,6 +115,40 @@ def test_killed_outright_resumes_from_its_last_validation(uninterrupted, tmp_pat
     assert logged(folder) == uninterrupted["windows"]  # steps 7-9, logged twice, show once
 
 
+def checkpoint_steps(folder) -> dict[str, int]:
+    return {p.name: torch.load(p, weights_only=True)["global_step"] for p in folder.rglob("*.ckpt")}
+
+
+def test_last_follows_the_run_when_validation_gets_worse_and_a_kill_loses_nothing_after_it(tmp_path):
+    # The loss falls, so with mode max every validation after the first counts as worse: the
+    # best checkpoint stays at step 6, as it would in a run that overfits from there on.
+    worse = ["--checkpoint.mode", "max"]
+    reference = workdir(tmp_path / "reference")
+    assert main_here(*FIT, *DATA["windows"], *worse, cwd=reference).returncode == 0
+    (best,) = [name for name in checkpoint_steps(reference) if name != "last.ckpt"]
+    assert checkpoint_steps(reference) == {best: 6, "last.ckpt": 14}  # validated at 6, 12, 14, best at 6
+    folder = workdir(tmp_path / "killed")
+    args = [*FIT, *DATA["windows"], *worse, *signal_at(13, signum=9)]
+    assert run_main(*args, cwd=folder, env=TESTS_ON_PATH).returncode == -signal.SIGKILL  # as step 14 begins
+    assert checkpoint_steps(folder) == {best: 6, "last.ckpt": 12}  # the latest validation, not the best
+    resumed = main_here(*FIT, *DATA["windows"], *worse, "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged(folder) == logged(reference)  # steps 13 and 14 trained again, 7-12 not
+
+
+def test_a_checkpoint_every_interval_of_training_whatever_validation_does(tmp_path):
+    every_step = [*"--trainer.val_check_interval 100 --checkpoint.train_time_interval 0:00:00".split()]
+    reference = workdir(tmp_path / "reference")
+    assert main_here(*FIT, *DATA["windows"], *every_step, cwd=reference).returncode == 0
+    folder = workdir(tmp_path / "killed")
+    killed = run_main(*FIT, *DATA["windows"], *every_step, *signal_at(9, signum=9), cwd=folder, env=TESTS_ON_PATH)
+    assert killed.returncode == -signal.SIGKILL
+    assert checkpoint_steps(folder) == {"last.ckpt": 9}  # no validation yet: saved by time, after step 9
+    resumed = main_here(*FIT, *DATA["windows"], *every_step, "--ckpt_path", "last", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged(folder) == logged(reference)  # exact from a checkpoint taken between validations
+
+
 def test_a_second_signal_aborts_at_once(tmp_path):
     folder = workdir(tmp_path)
     result = run_main(*FIT, *DATA["windows"], *signal_at(3, times=2), cwd=folder, env=TESTS_ON_PATH)

@@ -1,23 +1,67 @@
-"""Checkpoints that a crash or a signal cannot spoil: a validation (and a checkpoint) after the
-last step, a clean stop on SIGINT/SIGTERM that saves last.ckpt first, and checkpoint files
-written atomically and read safely."""
+"""Checkpoints that a crash or a signal cannot spoil: last.ckpt, the latest state, at every
+validation and every few minutes of training; a validation (and a checkpoint) after the last
+step; a clean stop on SIGINT/SIGTERM that saves last.ckpt first; and checkpoint files written
+atomically and read safely."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gpt.files import atomic_write
 from gpt.interop.checkpoint import load_checkpoint
+
+
+class LatestCheckpoint(Checkpoint):
+    """last.ckpt: the run's latest state, whatever validation says. Written at every validation
+    (one follows the last step: ValidateAtTheEnd), at the end of training, and after the first
+    step that ends `interval` or more after the last save, so a crash, an out-of-memory kill or
+    `kill -9` loses at most that much training. (Lightning 2.6's own save_last writes it only
+    when a top-k checkpoint is saved in the same validation: once validation stops improving,
+    last.ckpt would stay at the best step.) A Checkpoint, so Lightning runs it after the best
+    checkpoint's callback, whose state (the best path) this file then holds up to date."""
+
+    def __init__(self, interval: timedelta | None = timedelta(minutes=30)):
+        self.seconds = None if interval is None else interval.total_seconds()
+        self.last_model_path = ""
+        self._saved_at: float | None = None  # time.monotonic() of the last save, or of the start
+        self._step = -1  # the optimizer step whose end was seen last
+        self._saved_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_at, self._step = time.monotonic(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.seconds is None or trainer.global_step == self._step:
+            return  # no time limit, or accumulating gradients: the step is not over
+        self._step = trainer.global_step
+        due = time.monotonic() - self._saved_at >= self.seconds
+        if trainer.strategy.broadcast(due):  # every rank as rank 0 decides: saving is collective
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved_step != trainer.global_step:
+            self.save(trainer)  # a run that never validated (limit_val_batches 0, say)
+
+    def save(self, trainer: L.Trainer) -> None:
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self.last_model_path, self._saved_at, self._saved_step = str(path), time.monotonic(), trainer.global_step
 
 
 class ValidateAtTheEnd(Callback):

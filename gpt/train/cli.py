@@ -16,13 +16,14 @@ from dataclasses import fields
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
 from gpt.model.config import GPT2_SMALL, PRESETS
 from gpt.model.generation import SamplingSettings
-from gpt.train.checkpointing import SaveOnInterrupt
+from gpt.train.checkpointing import LatestCheckpoint, SaveOnInterrupt
 from gpt.train.runs import resume_command
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -98,16 +99,16 @@ def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None) 
 
 def describe_fit_end(trainer: L.Trainer) -> None:
     """Say where the checkpoints are and how to sample from them."""
-    callback = trainer.checkpoint_callback
-    if not trainer.is_global_zero or callback is None or not callback.last_model_path:
+    best = trainer.checkpoint_callback
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint)), "")
+    if not trainer.is_global_zero or not last:
         return
     lines = []
-    if callback.best_model_path:
-        lines.append(
-            f"best checkpoint ({callback.monitor} {float(callback.best_model_score):.4f}): {callback.best_model_path}"
-        )
-    lines.append(f"last checkpoint: {callback.last_model_path}")
-    command = shlex.join(["python", "main.py", "predict", "--ckpt_path", callback.last_model_path])
+    if isinstance(best, ModelCheckpoint) and best.best_model_path:
+        score = f"{best.monitor} {float(best.best_model_score):.4f}"
+        lines.append(f"best checkpoint ({score}): {best.best_model_path}")
+    lines.append(f"last checkpoint: {last}")
+    command = shlex.join(["python", "main.py", "predict", "--ckpt_path", last])
     lines.append(f"sample from it: {command} --model.sampling.max_new_tokens 500")
     print("\n".join(lines), file=sys.stderr)
 
