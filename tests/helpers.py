@@ -106,6 +106,22 @@ def main_here(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
     return subprocess.CompletedProcess(["main.py", *args], code, out.getvalue(), err.getvalue())
 
 
+def cli_parser():
+    """The parser main.py builds (every setting of every subcommand), to parse without running."""
+    import main
+
+    captured = []
+
+    class ParseOnly(main.GPTCLI):
+        def parse_arguments(self, parser, args):
+            captured.append(parser)
+            raise StopIteration
+
+    with pytest.raises(StopIteration):
+        ParseOnly(main.LitGPT, main.GPTDataModule, args=["fit"], **main.CLI_SETTINGS)
+    return captured[0]
+
+
 def predict(checkpoint: Path | str, cwd: Path, *extra: str, here: bool = True) -> subprocess.CompletedProcess:
     """`python main.py predict --ckpt_path CHECKPOINT EXTRA`, in this process unless here=False."""
     return (main_here if here else run_main)("predict", "--ckpt_path", str(checkpoint), *extra, cwd=cwd)
@@ -213,4 +229,3 @@ class SignalAtStep(L.Callback):
     def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
         if self.when == "validation" and trainer.state.fn == "fit":
             self._send(trainer)
-

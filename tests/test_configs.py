@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from gpt.model.config import FIELDS, GPTConfig
-from helpers import ROOT
+from helpers import ROOT, cli_parser
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
@@ -15,18 +15,7 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 @pytest.fixture(scope="module")
 def defaults():
     """Every setting of `fit` as main.py's parser gives it when nothing is said."""
-    import main
-
-    captured = []
-
-    class ParseOnly(main.GPTCLI):
-        def parse_arguments(self, parser, args):
-            captured.append(parser)
-            raise StopIteration
-
-    with pytest.raises(StopIteration):
-        ParseOnly(main.LitGPT, main.GPTDataModule, args=["fit"], **main.CLI_SETTINGS)
-    return captured[0].parse_args(["fit"])["fit"].as_dict()
+    return cli_parser().parse_args(["fit"])["fit"].as_dict()
 
 
 def leaves(tree: dict, prefix: str = "") -> dict:

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, cli_parser
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Commands that need what a test cannot give (a GPU cluster, a download, a browser): their
@@ -96,30 +96,18 @@ def test_no_page_counts_lines_or_tells_history():
 
 
 @pytest.fixture(scope="module")
-def cli_parser():
-    """The parser main.py builds, to parse commands without running them."""
-    import main
-
-    captured = []
-
-    class ParseOnly(main.GPTCLI):
-        def parse_arguments(self, parser, args):
-            captured.append(parser)
-            raise StopIteration
-
-    with pytest.raises(StopIteration):
-        ParseOnly(main.LitGPT, main.GPTDataModule, args=["fit"], **main.CLI_SETTINGS)
-    return captured[0]
+def parser():
+    return cli_parser()
 
 
-def test_every_main_py_command_parses_as_written(cli_parser, monkeypatch):
+def test_every_main_py_command_parses_as_written(parser, monkeypatch):
     monkeypatch.chdir(ROOT)
     main_commands = [(page, words(c)) for page, c in COMMANDS if "main.py" in words(c)[:3]]
     assert len(main_commands) >= 20
     for page, args in main_commands:
         args = args[args.index("main.py") + 1 :]
         try:
-            cli_parser.parse_args(args)
+            parser.parse_args(args)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure names the command
             pytest.fail(f"{page}: python main.py {shlex.join(args)}: {e}")
 
