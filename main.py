@@ -29,9 +29,10 @@ from gpt.interop.checkpoint import load_checkpoint
 from gpt.train import cli, resume
 from gpt.train.callbacks import SpeedMonitor, StepProgressBar
 from gpt.train.checkpointing import LatestCheckpoint, SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
-from gpt.train.datamodule import GPTDataModule, apply_tokens_per_step
+from gpt.train.datamodule import GPTDataModule
 from gpt.train.lit_module import LitGPT
 from gpt.train.runs import experiment_dir, hold_run_folder, run_of, set_run_name, tensorboard_section
+from gpt.train.runtime import apply_tokens_per_step
 from gpt.train.tensorboard import TensorBoardPictures
 
 TRAINER_DEFAULTS = {
@@ -119,7 +120,7 @@ class GPTCLI(LightningCLI):
         path = str(self.checkpoint_path) if self.checkpoint_path else None
         config.ckpt_path = path or config.ckpt_path
         cli.check_tokenizer_kind(getattr(self, "args", []), config.data.tokenizer)
-        cli.settings_of_subcommand(self.subcommand, config, path)
+        cli.settings_of_subcommand(self.subcommand, config, path, self.checkpoint)
         if self.subcommand != "fit":
             self.save_config_callback = None
             return

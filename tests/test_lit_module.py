@@ -64,7 +64,7 @@ def test_arch_picks_the_teaching_model():
         (
             dict(arch="bigram", vocab_size=5, init_from="x"),
             ValueError,
-            "init_from loads GPT-2 weights, which need arch 'gpt'",
+            "init_from loads a GPT's weights; arch 'bigram' is a teaching model: use arch gpt",
         ),
     ],
 )

@@ -202,7 +202,7 @@ def test_the_optimizer_is_fused_unless_fp16_scales_the_gradients():
     fp16 run, whose GradScaler unscales before clipping, gets an unfused one."""
     from types import SimpleNamespace
 
-    from gpt.train.lit_module import make_optimizer
+    from gpt.train.runtime import make_optimizer
 
     model = GPT(smallest_config(block_size=4))
     for optimizer_name in ("adamw", "muon"):

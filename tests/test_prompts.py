@@ -30,7 +30,7 @@ def test_jsonl_strings_or_objects(tmp_path):
     "content, message",
     [
         ('"ok"\nnot json\n', "line 2: not JSON"),
-        ('{"text": "x"}\n', 'line 1: expected a non-empty string or {"prompt": "..."}'),
+        ('{"text": "x"}\n', 'line 1: expected a non-empty string, {"prompt": "..."} or {"messages"'),
         ('""\n', "line 1: expected a non-empty string"),
         ("\n\n", "has no prompts"),
     ],

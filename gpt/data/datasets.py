@@ -220,11 +220,21 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(
-        self, n: int, seed: int, rank: int = 0, world_size: int = 1, epoch_now: Callable[[], int] | None = None
+        self,
+        n: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_now: Callable[[], int] | None = None,
+        lengths: list[int] | None = None,
+        group: int = 1,
     ):
         super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.n, self.skip = n, 0
         self.epoch_now = epoch_now  # the trainer's epoch, which set_epoch's argument is not always
+        # Examples of different lengths: within each run of `group` shuffled indices, longest
+        # first, so that a batch holds examples of about one length and little padding.
+        self.lengths, self.group = lengths, group
 
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this as each epoch begins; a new epoch starts at its beginning. (On a
@@ -245,6 +255,10 @@ class ResumableSampler(DistributedSampler):
             order = torch.randperm(self.n, generator=generator)
             if epoch < self.epoch:
                 torch.randperm(self.n, generator=generator)  # RandomSampler's draw as an epoch runs out
+        if self.lengths is not None:
+            lengths = torch.as_tensor(self.lengths)
+            chunks = order.split(self.group)
+            order = torch.cat([c[torch.argsort(lengths[c], descending=True, stable=True)] for c in chunks])
         return order
 
     def __len__(self) -> int:

@@ -1,5 +1,6 @@
 """Prompts for predict: typed on the command line (escapes such as \\n allowed) or read from
-a file, one a line, or one JSON value a line in a .jsonl file.
+a file, one a line, or one JSON value a line in a .jsonl file: a string, {"prompt": ...}, or a
+chat {"messages": [...]} that a fine-tuned model's template turns into its prompt.
 
 Plain Python, no Lightning.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+
+from gpt.data.instructions import chat_messages
 
 
 def unescape(text: str) -> str:
@@ -26,9 +29,10 @@ def unescape(text: str) -> str:
         ) from None
 
 
-def read_prompts(path: str) -> list[str]:
+def read_prompts(path: str) -> list[str | list[dict]]:
     """Prompts from a text file, one a line (escape sequences allowed; blank lines skipped),
-    or from a .jsonl file, one JSON string or {"prompt": ...} object a line."""
+    or from a .jsonl file, one JSON string, {"prompt": ...} or {"messages": [...]} a line (a
+    chat: its messages, checked, as {role, content} dicts)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"prompts file {path!r} does not exist")
@@ -46,9 +50,16 @@ def read_prompts(path: str) -> list[str]:
             value = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+        if isinstance(value, dict) and "messages" in value:
+            messages = chat_messages(value["messages"], f"{path}:{number}")
+            prompts.append([{"role": m.role, "content": m.content} for m in messages])
+            continue
         prompt = value.get("prompt") if isinstance(value, dict) else value
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError(f'{path}, line {number}: expected a non-empty string or {{"prompt": "..."}}, got {line!r}')
+            raise ValueError(
+                f'{path}, line {number}: expected a non-empty string, {{"prompt": "..."}} or {{"messages": [...]}}, '
+                f"got {line!r}"
+            )
         prompts.append(prompt)
     if not prompts:
         raise ValueError(f"prompts file {path!r} has no prompts")

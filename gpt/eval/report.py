@@ -3,6 +3,7 @@
     python -m gpt.eval.report --preset gpt2
     python -m gpt.eval.report --preset gpt2 --qkv_bias false      # 163,009,536 untied
     python -m gpt.eval.report --preset baby --pos rope --mlp swiglu
+    python -m gpt.eval.report --preset gpt2-medium --lora.r 8         # fine-tuning: full vs LoRA
     python -m gpt.eval.report --help
 
 The model is built on PyTorch's meta device: shapes without memory, so gpt2-xl counts
@@ -19,6 +20,7 @@ from jsonargparse import ArgumentParser
 
 from gpt.errors import exit_on_user_error
 from gpt.model.config import GPTConfig
+from gpt.model.lora import LoRASettings, apply_lora
 from gpt.model.models import build_model
 
 # Bytes per parameter while training with AdamW: weights, gradients, and AdamW's two
@@ -58,6 +60,21 @@ def report(config: GPTConfig) -> dict[str, dict[str, int]]:
         memory = {"weights fp32": 4 * n, "weights bf16": 2 * n}
         memory |= {f"training {precision}": b * n for precision, b in TRAIN_BYTES.items()}
         out[name] = counts | memory
+    return out
+
+
+def finetuning(config: GPTConfig, lora: LoRASettings) -> dict[str, dict[str, int]]:
+    """What trains, and the memory training holds (fp32 AdamW: weights, and for what trains its
+    gradients and two moments), fine-tuning every weight or LoRA adapters only."""
+    with torch.device("meta"):
+        model = build_model(config)
+        total = sum(p.numel() for p in model.parameters())
+        apply_lora(model, lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out = {}
+    for name, (n, t) in {"full": (total, total), f"LoRA r={lora.r}": (total + trainable, trainable)}.items():
+        out[name] = {"parameters that train": t, "share that trains": t / total}
+        out[name] |= {"training memory, fp32 AdamW": 4 * n + (4 + 8) * t}
     return out
 
 
@@ -134,7 +151,7 @@ def describe(config: GPTConfig) -> str:
     return text
 
 
-def format_report(config: GPTConfig) -> str:
+def format_report(config: GPTConfig, lora: LoRASettings | None = None) -> str:
     table = report(config)
     columns = list(table)
     lines = [f"{config.preset or 'GPTConfig defaults'}: {describe(config)}", ""]
@@ -153,6 +170,15 @@ def format_report(config: GPTConfig) -> str:
     lines.append("")
     lines.append("training = weights + gradients + AdamW's m and v: 16 bytes a parameter in fp32 and bf16-mixed")
     lines.append("(Lightning keeps fp32 master weights), 8 in bf16-true.")
+    if lora is not None:
+        lines += ["", f"fine-tuning: LoRA on {', '.join(lora.targets)}, alpha {lora.alpha:g}"]
+        tuned = finetuning(config, lora)
+        lines.append(" " * width + "".join(f"{c:>16}" for c in tuned))
+        shown = {"parameters that train": "{:,}".format, "share that trains": "{:.2%}".format}
+        for key in next(iter(tuned.values())):
+            cells = [shown.get(key, human_bytes)(v[key]) for v in tuned.values()]
+            lines.append(f"  {key:<{width - 2}}" + "".join(f"{c:>16}" for c in cells))
+        lines.append("(activations come on top, alike for both: benchmarks/lora_memory.py measures the peak)")
     return "\n".join(lines)
 
 
@@ -160,12 +186,15 @@ def parser() -> ArgumentParser:
     """One option per GPTConfig field (--preset among them), documented as GPTConfig is."""
     p = ArgumentParser(prog="python -m gpt.eval.report", description=__doc__)
     p.add_class_arguments(GPTConfig)
+    p.add_argument("--lora", type=LoRASettings | None, default=None, help="LoRA adapters: compare fine-tuning")
     return p
 
 
 def main(args: list[str] | None = None) -> None:
-    cfg = parser().parse_args(args)
-    print(format_report(GPTConfig(**cfg.as_dict())))
+    cfg = parser().parse_args(args).as_dict()
+    lora = cfg.pop("lora")
+    lora = LoRASettings(**{**lora, "targets": tuple(lora["targets"])}) if lora else None
+    print(format_report(GPTConfig(**cfg), lora))
 
 
 if __name__ == "__main__":

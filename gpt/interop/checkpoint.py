@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from gpt.model.config import FIELDS, GPTConfig
+from gpt.model.lora import LoRASettings, apply_lora, merge_lora
 from gpt.model.models import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
@@ -116,7 +117,7 @@ def model_config(checkpoint: dict[str, Any]) -> GPTConfig:
     beside it, and attention both ways for a masked model."""
     hparams = hyperparameters(checkpoint)
     given = {k: hparams[k] for k in FIELDS if k in hparams and k != "causal"}
-    return GPTConfig(**given, causal=hparams.get("objective", "causal") == "causal")
+    return GPTConfig(**given, causal=hparams.get("objective", "causal") != "masked")
 
 
 def checkpoint_tokenizer(checkpoint: dict[str, Any]) -> Tokenizer | None:
@@ -152,11 +153,51 @@ def read_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def load_model(path: str | Path) -> tuple[LanguageModel, Tokenizer | None]:
-    """The trained model of a checkpoint as a plain torch module in eval mode, and its tokenizer."""
+    """The trained model of a checkpoint as a plain torch module in eval mode, and its tokenizer.
+    A LoRA run's checkpoint comes back merged: a plain GPT (its base loaded first when the
+    checkpoint holds the adapters alone)."""
     checkpoint = load_checkpoint(path)
+    return model_of(checkpoint, path), checkpoint_tokenizer(checkpoint)
+
+
+def load_chat_model(path: str | Path) -> tuple[LanguageModel, Tokenizer, str]:
+    """A fine-tuned checkpoint's model, tokenizer and template name (alpaca or chat)."""
+    checkpoint = load_checkpoint(path)
+    if not checkpoint.get("template") or "tokenizer" not in checkpoint:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was not fine-tuned on instructions (it has no template): to chat, "
+            "fine-tune it first with data.instructions (docs/finetune.md), or continue text with predict"
+        )
+    return model_of(checkpoint, path), checkpoint_tokenizer(checkpoint), checkpoint["template"]
+
+
+def model_of(checkpoint: dict[str, Any], path: str | Path) -> LanguageModel:
+    """The checkpoint's model in eval mode (LoRA adapters merged)."""
     model = build_model(model_config(checkpoint))
-    model.load_state_dict(model_weights(checkpoint))
-    return model.eval(), checkpoint_tokenizer(checkpoint)
+    weights = model_weights(checkpoint)
+    lora = hyperparameters(checkpoint).get("lora")
+    if lora:
+        base = checkpoint.get("lora_base")
+        if base is not None:
+            load_base(model, base, path)
+        apply_lora(model, LoRASettings(**{**lora, "targets": tuple(lora["targets"])}))
+        model.load_state_dict(weights, strict=base is None)
+        merge_lora(model)
+    else:
+        model.load_state_dict(weights)
+    return model.eval()
+
+
+def load_base(model: LanguageModel, base: str, path: str | Path) -> None:
+    """The base model under a checkpoint of LoRA adapters."""
+    from gpt.interop.init import load_init
+
+    if not Path(base).exists():
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} holds LoRA adapters for the base model {base!r}, which does not exist "
+            "(moved or deleted); put it back at that path"
+        )
+    load_init(model, base)  # the base has the adapters' vocabulary: LoRA never grows it
 
 
 def best_checkpoint(last: Path) -> Path:

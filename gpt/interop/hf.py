@@ -16,6 +16,7 @@ Plain torch, no Lightning.
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from gpt.data.templates import JINJA, TEMPLATES
 from gpt.errors import exit_on_user_error
 from gpt.files import write_bytes, write_text
-from gpt.interop.checkpoint import load_model
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of
 from gpt.interop.hf_tokenizer import save_hf_tokenizer
 from gpt.model.config import GPTConfig
-from gpt.model.models import GPT
+from gpt.model.models import GPT, grown_rows
 from gpt.tokenizers import PAD, Tokenizer
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -111,12 +113,14 @@ def check_gpt2_layout(config: GPTConfig) -> None:
 # ---- into our GPT
 
 
-def load_hf(model: GPT, path: str | Path) -> None:
-    """Copy a Hugging Face GPT-2 checkpoint's weights into model, checking every shape.
+def load_hf(model: GPT, path: str | Path, new_ids: AbstractSet[int] = frozenset()) -> int:
+    """Copy a Hugging Face GPT-2 checkpoint's weights into model, checking every shape; the
+    number of token rows the model has beyond the checkpoint's (its new special tokens).
 
     A model with a shorter block_size keeps the checkpoint's first block_size position
-    embeddings (as nanoGPT's crop_block_size); anything else that does not fit is refused,
-    naming the first tensor that does not.
+    embeddings (as nanoGPT's crop_block_size); a vocabulary larger by new_ids (special tokens
+    added for fine-tuning) starts them at the mean embedding; anything else that does not fit
+    is refused, naming the first tensor that does not.
     """
     config = model.config
     check_gpt2_layout(config)
@@ -139,6 +143,11 @@ def load_hf(model: GPT, path: str | Path) -> None:
         )
     if not config.tie_weights and "lm_head.weight" not in state:
         state["lm_head.weight"] = state.get("wte.weight")  # a tied checkpoint into an untied model: start tied
+    known = state["wte.weight"].size(0) if "wte.weight" in state else config.vocab_size
+    if known < config.vocab_size and set(range(known, config.vocab_size)) <= set(new_ids):
+        for name in VOCAB_ROWS:
+            if name in state:
+                state[name] = grown_rows(state[name], known, config.vocab_size)
     expected = hf_state_dict(model)
     for name, tensor in expected.items():
         if name not in state or state[name] is None:
@@ -157,6 +166,7 @@ def load_hf(model: GPT, path: str | Path) -> None:
         if name in ours and own[name].size(0) > config.vocab_size:
             ours[name] = torch.cat([ours[name].to(own[name].dtype), own[name][config.vocab_size :]])
     model.load_state_dict(ours, strict=False)  # tied: lm_head.weight is wte.weight
+    return max(config.vocab_size - known, 0)
 
 
 def from_hf(path: str | Path, **overrides) -> GPT:
@@ -231,11 +241,16 @@ def hf_config(config: GPTConfig, eos_token_id: int | None = None, pad_token_id: 
 
 
 def save_hf(
-    model: GPT, out_dir: str | Path, eos_token_id: int | None = None, tokenizer: Tokenizer | None = None
+    model: GPT,
+    out_dir: str | Path,
+    eos_token_id: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    template: str | None = None,
 ) -> Path:
     """Write model.safetensors and config.json that GPT2LMHeadModel.from_pretrained reads,
     and with a tokenizer its files for AutoTokenizer (and its special ids in config.json),
-    each atomically."""
+    each atomically. A fine-tuned model's template (alpaca or chat) becomes the tokenizer's
+    chat_template, and generate stops at its end-of-turn token (generation_config.json)."""
     check_gpt2_layout(model.config)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -250,7 +265,11 @@ def save_hf(
     config = hf_config(model.config, eos_token_id, pad_token_id)
     write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
-        save_hf_tokenizer(tokenizer, out_dir, model.config.block_size)
+        save_hf_tokenizer(tokenizer, out_dir, model.config.block_size, JINJA.get(template))
+    if tokenizer is not None and template is not None:
+        ends = [tokenizer.special_tokens[TEMPLATES[template].stop_token], tokenizer.eot_id]
+        generation = {"bos_token_id": tokenizer.eot_id, "eos_token_id": list(dict.fromkeys(ends))}
+        write_text(out_dir / "generation_config.json", json.dumps(generation, indent=2) + "\n")
     return out_dir
 
 
@@ -261,7 +280,8 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
         ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt).
         out_dir: Folder for model.safetensors, config.json and the tokenizer's files.
     """
-    model, tokenizer = load_model(ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path)
+    model, tokenizer = model_of(checkpoint, ckpt_path), checkpoint_tokenizer(checkpoint)
     if not isinstance(model, GPT):
         raise ValueError(f"{ckpt_path!r} holds a teaching model (arch {model.config.arch!r}); only arch gpt exports")
     if not model.config.causal:
@@ -269,7 +289,7 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
             f"{ckpt_path!r} is a masked language model (attention both ways); Hugging Face's GPT-2 attends to "
             "earlier tokens only, so it would compute something else: only causal checkpoints export"
         )
-    save_hf(model, out_dir, tokenizer=tokenizer)
+    save_hf(model, out_dir, tokenizer=tokenizer, template=checkpoint.get("template"))
     written = "config.json" if tokenizer is None else "config.json and tokenizer.json"
     n = sum(t.numel() for t in hf_state_dict(model).values())  # as written: no padding rows
     print(f"wrote {out_dir}/model.safetensors, {written} ({n:,} parameters)")

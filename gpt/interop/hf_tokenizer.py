@@ -113,9 +113,12 @@ def special_tokens_map(tokenizer: Tokenizer) -> dict:
     return out | ({"additional_special_tokens": others} if others else {})
 
 
-def save_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, block_size: int) -> list[str]:
+def save_hf_tokenizer(
+    tokenizer: Tokenizer, out_dir: str | Path, block_size: int, chat_template: str | None = None
+) -> list[str]:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json for
-    AutoTokenizer.from_pretrained(out_dir), each atomically; the names written."""
+    AutoTokenizer.from_pretrained(out_dir), each atomically; the names written. chat_template:
+    the Jinja template apply_chat_template renders (gpt/data/templates.py)."""
     out_dir = Path(out_dir)
     hf = hf_tokenizer(tokenizer)
     roles = special_tokens_map(tokenizer)
@@ -124,7 +127,7 @@ def save_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, block_size: int
         "model_max_length": block_size,
         "clean_up_tokenization_spaces": False,  # would turn " ." into "." when decoding
         **roles,
-    }
+    } | ({"chat_template": chat_template} if chat_template else {})
     files = {
         "tokenizer.json": hf.to_str(pretty=True),
         "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),

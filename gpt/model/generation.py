@@ -21,6 +21,7 @@ Plain torch, no Lightning.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -176,14 +177,17 @@ class Completion:
     finish: str  # "stop" (a stop string), "eot" (<|endoftext|>) or "length" (max_new_tokens)
 
 
-def start_ids(tokenizer: Tokenizer, prompt: str | None) -> tuple[list[int], str]:
-    """The ids a prompt encodes to, and the text shown for it. No prompt: start after
-    <|endoftext|> (shown as nothing), or after a newline when the tokenizer has no such
-    token (as nanoGPT's Shakespeare samples)."""
+def start_ids(
+    tokenizer: Tokenizer, prompt: str | None, allowed_special: AbstractSet[str] = frozenset()
+) -> tuple[list[int], str]:
+    """The ids a prompt encodes to (special-token text as text, but for allowed_special: a
+    template's markers), and the text shown for it. No prompt: start after <|endoftext|>
+    (shown as nothing), or after a newline when the tokenizer has no such token (as nanoGPT's
+    Shakespeare samples)."""
     if prompt is not None:
         if prompt == "":
             raise ValueError("the prompt is empty; give at least one character")
-        return tokenizer.encode(prompt), prompt
+        return tokenizer.encode(prompt, allowed_special=allowed_special), prompt
     if tokenizer.eot_id is not None:
         return [tokenizer.eot_id], ""
     try:
@@ -249,24 +253,29 @@ def complete_batch(
     settings: SamplingSettings,
     generator: torch.Generator | None = None,
     on_text: Callable[[int, str], None] | None = None,
+    allowed_special: AbstractSet[str] = frozenset(),
+    end_token: str | None = None,
 ) -> list[Completion]:
     """Continue every prompt; all of them sample as one batch, so give prompts of one token
     length (or one prompt). on_text(row, text) is called with each piece of a sample's text
-    as soon as it is final: stream it to a terminal."""
-    encoded = [start_ids(tokenizer, p)[0] for p in prompts]
+    as soon as it is final: stream it to a terminal. end_token (a chat template's end of turn)
+    ends a sample as <|endoftext|> does."""
+    encoded = [start_ids(tokenizer, p, allowed_special)[0] for p in prompts]
     if len({len(ids) for ids in encoded}) != 1:
         raise ValueError("complete_batch() samples one batch: give prompts of one token length (or use complete())")
     device = next(model.parameters()).device
     idx = torch.tensor(encoded, dtype=torch.long, device=device)
     streams = [TextStream(tokenizer, settings.stop) for _ in prompts]
-    eot = tokenizer.eot_id if settings.stop_at_eot else None
+    ends = {tokenizer.eot_id} if settings.stop_at_eot else set()
+    if end_token is not None:
+        ends.add(tokenizer.special_tokens[end_token])
     s = settings
     steps = generate_tokens(model, idx, s.max_new_tokens, s.temperature, s.top_k, s.top_p, generator, s.kv_cache)
     for next_ids in steps:
         for row, (stream, token) in enumerate(zip(streams, next_ids[:, 0].tolist())):
             if stream.finish is not None:
                 continue  # this sample has ended; its row runs on with the batch, ignored
-            if token == eot:
+            if token in ends:
                 stream.close("eot")
             else:
                 stream.push(token)
@@ -300,13 +309,15 @@ def complete(
     settings: SamplingSettings,
     generator: torch.Generator | None = None,
     out: TextIO | None = None,
+    allowed_special: AbstractSet[str] = frozenset(),
+    end_token: str | None = None,
 ) -> list[Completion]:
     """Continue each prompt (None: no prompt); results in input order, every prompt checked
     before any sampling. Without settings.stream, prompts of one token length sample as
     one batch and are written to `out` (if given) at the end; with it, one at a time, each
     written as it is produced. A sample is written as its prompt, its text and a line of
     dashes."""
-    starts = [start_ids(tokenizer, p) for p in prompts]  # (ids, text shown): encodes, so checks, every prompt
+    starts = [start_ids(tokenizer, p, allowed_special) for p in prompts]  # encodes, so checks, every prompt
     groups: dict[int, list[int]] = {}
     for i, (ids, _) in enumerate(starts):
         groups.setdefault(i if settings.stream else len(ids), []).append(i)
@@ -316,7 +327,8 @@ def complete(
         if stream_to is not None:  # a group of one: its prompt, then its text piece by piece
             stream_to.write(starts[rows[0]][1])
         on_text = write_to(stream_to) if stream_to is not None else None
-        batch = complete_batch(model, tokenizer, [prompts[i] for i in rows], settings, generator, on_text)
+        group = [prompts[i] for i in rows]
+        batch = complete_batch(model, tokenizer, group, settings, generator, on_text, allowed_special, end_token)
         for i, result in zip(rows, batch):
             results[i] = result
         if stream_to is not None:

@@ -245,6 +245,15 @@ class GPT(LanguageModel):
         return logits[..., : self.config.vocab_size]
 
 
+def grown_rows(weight: torch.Tensor, known: int, rows: int) -> torch.Tensor:
+    """An embedding (or tied LM head) for `rows` tokens from one that knows the first `known`:
+    the new tokens (special tokens added for fine-tuning) start at the mean of the known
+    rows, an embedding the model already reads as an ordinary token, not at random."""
+    old = weight[:known]
+    new = old.mean(dim=0, keepdim=True).expand(rows - known, -1)
+    return torch.cat([old, new])
+
+
 MODELS: dict[str, type[LanguageModel]] = {
     "bigram": BigramLM,
     "head": HeadLM,

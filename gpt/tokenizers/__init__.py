@@ -21,11 +21,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt.tokenizers.base import ENDOFTEXT, MASK, PAD, SPECIAL_TOKENS, AllowedSpecial, Tokenizer
+from gpt.tokenizers.base import (
+    ASSISTANT,
+    CHAT_TOKENS,
+    END,
+    ENDOFTEXT,
+    MASK,
+    PAD,
+    SPECIAL_TOKENS,
+    SYSTEM,
+    USER,
+    AllowedSpecial,
+    Tokenizer,
+)
 from gpt.tokenizers.byte_level import BPETokenizer, TiktokenBacked, TiktokenTokenizer, check_tiktoken_name
 from gpt.tokenizers.char import CharTokenizer
 
 __all__ = [
+    "ASSISTANT",
+    "CHAT_TOKENS",
+    "END",
+    "SYSTEM",
+    "USER",
     "ENDOFTEXT",
     "MASK",
     "PAD",
@@ -47,7 +64,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     if kind == "char":
         return CharTokenizer(state["chars"], state.get("special_tokens", ()))
     if kind == "tiktoken":
-        return TiktokenTokenizer(state["encoding"])
+        return TiktokenTokenizer(state["encoding"], state.get("added_tokens", ()))
     if kind == "bpe":
         return BPETokenizer([tuple(m) for m in state["merges"]], state["pattern"], state["special_tokens"])
     raise ValueError(f"unknown tokenizer kind {kind!r} in saved state; known kinds: 'char', 'tiktoken', 'bpe'")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from typing import Any, Literal
 
 ENDOFTEXT = "<|endoftext|>"
@@ -19,6 +19,9 @@ MASK = "<|mask|>"
 # Added after the learned merges of a trained BPE: <|pad|> and <|mask|> serve masked
 # language modelling and variable-length batches.
 SPECIAL_TOKENS = (ENDOFTEXT, PAD, MASK)
+# The chat template's markers (gpt/data/templates.py): who speaks, and where a turn ends.
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+CHAT_TOKENS = (SYSTEM, USER, ASSISTANT, END)
 
 AllowedSpecial = Set[str] | Literal["all"]
 
@@ -53,8 +56,21 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    def token_bytes(self, token: int) -> bytes:
+        """The UTF-8 bytes one id stands for (a piece of a character, for byte-level BPEs)."""
+        return self.decode([token]).encode("utf-8")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this tokenizer, as plain Python values."""
+        raise NotImplementedError
+
+    def with_special_tokens(self, tokens: Iterable[str]) -> Tokenizer:
+        """This tokenizer with `tokens` as special tokens too, each missing one taking the next
+        id after the vocabulary (a model's embedding grows by those rows); itself if none is missing."""
+        missing = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        return self._with_added(missing) if missing else self
+
+    def _with_added(self, tokens: list[str]) -> Tokenizer:
         raise NotImplementedError
 
     def identity(self) -> str:

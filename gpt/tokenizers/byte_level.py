@@ -66,6 +66,9 @@ class TiktokenBacked(Tokenizer):
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)  # a cut-off UTF-8 sequence decodes to U+FFFD
 
+    def token_bytes(self, token: int) -> bytes:
+        return self.enc.decode_single_token_bytes(token)
+
 
 class TiktokenTokenizer(TiktokenBacked):
     """A published byte-level BPE (GPT-2's, GPT-4's, ...) through tiktoken.
@@ -75,12 +78,25 @@ class TiktokenTokenizer(TiktokenBacked):
 
     kind = "tiktoken"
 
-    def __init__(self, encoding: str = "gpt2"):
-        self.encoding = encoding
-        super().__init__(load_tiktoken(encoding))
+    def __init__(self, encoding: str = "gpt2", added_tokens: Iterable[str] = ()):
+        self.encoding, self.added_tokens = encoding, tuple(added_tokens)
+        enc = load_tiktoken(encoding)
+        if self.added_tokens:  # tiktoken's way to extend an encoding: the same ranks, more specials
+            added = {s: enc.n_vocab + i for i, s in enumerate(self.added_tokens)}
+            enc = tiktoken.Encoding(
+                name=f"{enc.name}+{len(added)}",
+                pat_str=enc._pat_str,
+                mergeable_ranks=enc._mergeable_ranks,
+                special_tokens={**enc._special_tokens, **added},
+            )
+        super().__init__(enc)
+
+    def _with_added(self, tokens: list[str]) -> TiktokenTokenizer:
+        return TiktokenTokenizer(self.encoding, (*self.added_tokens, *tokens))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "encoding": self.encoding}
+        state = {"kind": self.kind, "encoding": self.encoding}
+        return state | ({"added_tokens": list(self.added_tokens)} if self.added_tokens else {})
 
     def __repr__(self) -> str:
         return f"TiktokenTokenizer({self.encoding!r}, vocab_size={self.vocab_size})"
@@ -126,6 +142,9 @@ class BPETokenizer(TiktokenBacked):
         check_bpe_vocab_size(vocab_size, len(special_tokens))
         merges = train_bpe(texts, vocab_size - 256 - len(special_tokens), pattern)
         return cls(merges, pattern, special_tokens)
+
+    def _with_added(self, tokens: list[str]) -> BPETokenizer:
+        return BPETokenizer(self.merges, self.pattern, [*self._special, *tokens])
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -75,6 +75,9 @@ class CharTokenizer(Tokenizer):
         itos = self._itos
         return "".join(itos[i] for i in ids)
 
+    def _with_added(self, tokens: list[str]) -> CharTokenizer:
+        return CharTokenizer(self.chars, [*self._special, *tokens])
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "chars": self.chars, "special_tokens": list(self._special)}
 

@@ -60,7 +60,7 @@ class LatestCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state: a run resumes from it
         self.last_model_path, self._saved_at, self._saved_step = str(path), time.monotonic(), trainer.global_step
 
 

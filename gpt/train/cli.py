@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,10 +22,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
+from gpt.interop.init import is_checkpoint
 from gpt.model.config import GPT2_SMALL, PRESETS
 from gpt.model.generation import SamplingSettings
 from gpt.train.checkpointing import LatestCheckpoint, SaveOnInterrupt
-from gpt.train.runs import resume_command
+from gpt.train.runs import describe_missing, newest_last, resume_command
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -75,14 +77,19 @@ def model_block_size(preset: str | None, block_size: int | None) -> int:
     return PRESETS.get(preset or "gpt2", {}).get("block_size", GPT2_SMALL["block_size"])
 
 
-def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None) -> None:
+def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None, checkpoint: dict | None) -> None:
     """What a subcommand implies, set in its parsed config: a checkpoint brings its own
-    tokenizer and weights; only fit writes checkpoints and makes a run folder."""
-    if ckpt_path and not config.data.tokenizer_from:
-        # Ids mean what they meant in training, and predicting needs no training corpus.
-        config.data.tokenizer_from = ckpt_path
+    tokenizer and weights (and names the base under LoRA adapters); a new run started from a
+    checkpoint of ours takes its tokenizer; only fit writes checkpoints and makes a run folder."""
+    init_from = starting_point(config.model.init_from)
     if ckpt_path:
-        config.model.init_from = None  # the checkpoint's weights replace pretrained ones, which may be gone
+        # The checkpoint's weights replace starting ones, which may be gone; but adapters alone
+        # need their base.
+        init_from = checkpoint.get("lora_base") if checkpoint else None
+    config.model.init_from = init_from
+    if not config.data.tokenizer_from:
+        # Ids mean what they meant in training, and predicting needs no training corpus.
+        config.data.tokenizer_from = ckpt_path or (init_from if init_from and is_checkpoint(init_from) else None)
     if subcommand == "fit":
         # A resumed run's checkpoints are in its folder on purpose: it carries on where they left off.
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
@@ -95,6 +102,17 @@ def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None) 
     config.trainer.logger = False
     if subcommand == "predict":
         config.trainer.enable_progress_bar = False  # the samples stream to stdout
+
+
+def starting_point(init_from: str | None) -> str | None:
+    """model.init_from as a file: a run folder (lightning_logs/NAME) means its newest last.ckpt."""
+    if init_from and Path(init_from).is_dir() and not (Path(init_from) / "config.json").exists():
+        last = newest_last(Path(init_from))
+        if last is None:
+            raise FileNotFoundError(f"--model.init_from {init_from}: {describe_missing(Path(init_from))}")
+        print(f"--model.init_from {init_from}: {last}", file=sys.stderr)
+        return str(last)
+    return init_from
 
 
 def describe_fit_end(trainer: L.Trainer) -> None:

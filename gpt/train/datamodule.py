@@ -14,7 +14,6 @@ its own share of the validation windows, each once.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -32,16 +31,19 @@ from gpt.data.datasets import (
     TrainWindows,
     check_shards,
     example_splits,
-    grad_accumulation,
     hold_out,
     split_text,
 )
+from gpt.data.finetuning import InstructionData, InstructionSet, PadExamples
 from gpt.data.prompts import prompt_items, read_prompts, unescape
 from gpt.data.shards import SHARD_TOKENS, SPLITS
 from gpt.data.sources import HubDataset
+from gpt.data.templates import Template
 from gpt.interop.checkpoint import read_tokenizer
 from gpt.tokenizers import MASK, PAD, Tokenizer
 from gpt.tokenizers.settings import CharSettings, TokenizerConfig
+
+EXAMPLES = ("paragraphs", "lines")  # modes of natural-length examples, padded with <|pad|>
 
 
 def as_list(batch: list) -> list:
@@ -83,7 +85,7 @@ class GPTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 1337,
         mode: Literal["windows", "paragraphs", "lines"] = "windows",
-        objective: Literal["causal", "masked"] = "causal",
+        objective: Literal["causal", "masked", "dpo"] = "causal",
         prompt: str | None = None,
         prompts_file: str | None = None,
         num_samples: int = 1,
@@ -93,6 +95,7 @@ class GPTDataModule(L.LightningDataModule):
         val_tokens: int | None = None,
         tokenize_workers: int | None = None,
         hub: HubDataset | None = None,
+        instructions: InstructionData | None = None,
     ):
         """
         Args:
@@ -124,7 +127,8 @@ class GPTDataModule(L.LightningDataModule):
                 examples of their natural length, cut to block_size tokens and padded per
                 batch with <|pad|>, which attention and the loss never see.
             objective: The model's objective (linked from model.objective): "masked" needs a
-                tokenizer with <|mask|>; the char tokenizer gains <|pad|> and <|mask|> for it.
+                tokenizer with <|mask|>; the char tokenizer gains <|pad|> and <|mask|> for it;
+                "dpo" needs preference records (data.instructions).
             prompt: Text that predict continues. Escape sequences such as \\n are allowed.
                 Without a prompt or prompts_file, text starts after the tokenizer's
                 <|endoftext|>, or after a newline when it has none.
@@ -141,27 +145,12 @@ class GPTDataModule(L.LightningDataModule):
             tokenize_workers: Processes that tokenize a corpus of documents (default: every core).
             hub: A Hugging Face hub dataset to stream as the corpus, in place of data.corpus:
                 {path: HuggingFaceFW/fineweb, name: sample-10BT, split: train}.
+            instructions: Fine-tune on instruction, chat or preference records in place of a
+                corpus: {path: alpaca.json, template: chat} (gpt/data/finetuning.py); the
+                held-out share is data.val_fraction of the records, shuffled with data.seed.
         """
         super().__init__()
-        for name, value in (
-            ("block_size", block_size),
-            ("batch_size", batch_size),
-            ("stride", stride),
-            ("num_samples", num_samples),
-            ("tokens_per_step", tokens_per_step),
-            ("shard_tokens", shard_tokens),
-            ("tokenize_workers", tokenize_workers),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if prompt == "":
-            raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
-        if prompt is not None and prompts_file is not None:
-            raise ValueError("give data.prompt or data.prompts_file, not both")
-        if val_tokens is not None and val_tokens < block_size + 1:
-            raise ValueError(f"val_tokens must be at least block_size + 1 = {block_size + 1}, got {val_tokens}")
+        check_settings(locals())
         self.corpus = Corpus(hub or corpus, data_dir, text_field, tuple(extensions))
         self.sharded = self.corpus.documents is not None
         if self.sharded and mode != "windows":
@@ -171,7 +160,8 @@ class GPTDataModule(L.LightningDataModule):
         self.stride = stride or (block_size if self.sharded else 1)
         self.shard_tokens, self.val_tokens, self.tokenize_workers = shard_tokens, val_tokens, tokenize_workers
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
-        self.mode, self.objective = mode, objective
+        self.mode, self.objective = ("instructions" if instructions else mode), objective
+        self.finetuning = InstructionSet(instructions, pairs=objective == "dpo") if instructions else None
         self.prompt, self.prompts_file, self.num_samples = prompt, prompts_file, num_samples
         self.tokenizer_from = tokenizer_from
         self._tokenizer: Tokenizer | None = None
@@ -189,15 +179,17 @@ class GPTDataModule(L.LightningDataModule):
                 self._tokenizer = read_tokenizer(self.tokenizer_from)
             else:
                 # Padded examples and the masked objective need <|pad|> and <|mask|>.
-                special = (PAD, MASK) if self.objective == "masked" or self.mode != "windows" else ()
+                special = (PAD, MASK) if self.objective == "masked" or self.mode in EXAMPLES else ()
                 self._tokenizer = self.corpus.tokenizer(self.tokenizer_config, special, self.val_fraction)
+            if self.finetuning is not None:  # with the template's tokens: new ones grow the model
+                self._tokenizer = self.finetuning.tokenizer(self._tokenizer)
         return self._tokenizer
 
     @property
     def vocab_size(self) -> int:
         # Read when the CLI links it to the model: the first moment the tokenizer is known,
         # so a tokenizer that cannot serve the objective or the mode is refused here.
-        needs = {MASK: self.objective == "masked", PAD: self.mode != "windows"}
+        needs = {MASK: self.objective == "masked", PAD: self.mode in EXAMPLES}
         for token, needed in needs.items():
             if needed and token not in self.tokenizer.special_tokens:
                 why = "objective masked" if token == MASK else f"data.mode {self.mode}"
@@ -213,13 +205,19 @@ class GPTDataModule(L.LightningDataModule):
         # Runs on one process per node before setup: download and tokenize there, once.
         if self.trainer is not None and self.trainer.state.fn == "predict":
             return  # predict needs only the prompt and the checkpoint's tokenizer
-        if self.sharded:
+        if self.finetuning is not None:
+            self.finetuning.read()  # a hub dataset: downloaded once, before setup
+        elif self.sharded:
             self.corpus.write_shards(self.tokenizer, self.shard_tokens, self.val_tokens, self.tokenize_workers)
         else:
             self.corpus.encode(self.tokenizer)
 
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.train_ids is not None:
+            return
+        if self.finetuning is not None:
+            args = (self.tokenizer, self.block_size, self.val_fraction, self.seed)
+            self.train_ids, self.val_ids = self.finetuning.splits(*args)
             return
         if self.mode != "windows":
             self.setup_examples()
@@ -246,7 +244,14 @@ class GPTDataModule(L.LightningDataModule):
         n_tokens = sum(len(e) for e in self.val_ids)
         self.val_chars_per_token = sum(len(self.tokenizer.decode(e.tolist())) for e in self.val_ids) / n_tokens
 
-    def collate(self) -> PadBatch | None:
+    @property
+    def template(self) -> Template | None:
+        """Fine-tuning: how a chat becomes a prompt (kept in checkpoints), chosen with the tokenizer."""
+        return self.finetuning.template if self.finetuning is not None and self.tokenizer else None
+
+    def collate(self) -> PadBatch | PadExamples | None:
+        if self.finetuning is not None:
+            return self.finetuning.collate(self.tokenizer)
         if self.mode == "windows":
             return None
         return PadBatch(self.tokenizer.special_tokens[PAD], shift=self.objective == "causal")
@@ -255,11 +260,12 @@ class GPTDataModule(L.LightningDataModule):
         windows = self.mode == "windows"
         dataset = TrainWindows(self.train_ids, self.block_size, self.stride) if windows else self.train_ids
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        grouping = self.finetuning.grouping(self.train_ids, self.batch_size * world_size) if self.finetuning else {}
         loader = ResumableLoader(
             dataset,
             collate_fn=self.collate(),
             batch_size=self.batch_size,
-            sampler=ResumableSampler(len(dataset), self.seed, rank, world_size, self.current_epoch),
+            sampler=ResumableSampler(len(dataset), self.seed, rank, world_size, self.current_epoch, **grouping),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -272,9 +278,8 @@ class GPTDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def data_position(self) -> dict[str, int]:
-        """The epoch under way (the one that started last), and the batches of it the model has
-        trained on. (The loader runs a batch ahead of the model, so the count comes from the
-        training loop.)"""
+        """The epoch under way and the batches of it the model has trained on (from the training
+        loop: the loader runs a batch ahead of the model)."""
         if self.trainer is None:
             return {"epoch": 0, "batches": 0}
         epoch, batches = self.trainer.fit_loop.epoch_progress, self.trainer.fit_loop.epoch_loop.batch_progress
@@ -314,24 +319,24 @@ class GPTDataModule(L.LightningDataModule):
         return DataLoader(items, batch_size=self.batch_size, collate_fn=as_list)
 
 
-def apply_tokens_per_step(trainer: L.Trainer, data: GPTDataModule) -> None:
-    """Before fit: the gradient accumulation that tokens_per_step asks for, said once. With
-    accumulation, validation stays every val_check_interval optimizer steps (Lightning
-    counts micro-batches)."""
-    if data.tokens_per_step is not None:
-        k = grad_accumulation(data.tokens_per_step, data.batch_size, data.block_size, trainer.world_size)
-        if trainer.accumulate_grad_batches not in (1, k):
-            raise ValueError(
-                f"data.tokens_per_step {data.tokens_per_step:,} means accumulating {k} micro-batches, but "
-                f"trainer.accumulate_grad_batches is {trainer.accumulate_grad_batches}; give one of the two"
-            )
-        trainer.accumulate_grad_batches = k
-        if trainer.is_global_zero:
-            print(
-                f"tokens per step: {data.tokens_per_step:,} = {trainer.world_size} device"
-                f"{'s' if trainer.world_size > 1 else ''} x {data.batch_size} "
-                f"sequences x {data.block_size} tokens x {k} micro-batches accumulated",
-                file=sys.stderr,
-            )
-    if trainer.accumulate_grad_batches > 1 and isinstance(trainer.val_check_interval, int):
-        trainer.val_check_interval *= trainer.accumulate_grad_batches
+def check_settings(s: dict) -> None:
+    """Refuse data settings no run can use, naming the value."""
+    for name, value in (
+        ("block_size", s["block_size"]),
+        ("batch_size", s["batch_size"]),
+        ("stride", s["stride"]),
+        ("num_samples", s["num_samples"]),
+        ("tokens_per_step", s["tokens_per_step"]),
+        ("shard_tokens", s["shard_tokens"]),
+        ("tokenize_workers", s["tokenize_workers"]),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 0.0 < s["val_fraction"] < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {s['val_fraction']}")
+    if s["prompt"] == "":
+        raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
+    if s["prompt"] is not None and s["prompts_file"] is not None:
+        raise ValueError("give data.prompt or data.prompts_file, not both")
+    if s["val_tokens"] is not None and s["val_tokens"] < s["block_size"] + 1:
+        raise ValueError(f"val_tokens must be at least block_size + 1 = {s['block_size'] + 1}, got {s['val_tokens']}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
@@ -22,15 +21,25 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from gpt.data.templates import Template, template
 from gpt.interop.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
-from gpt.interop.hf import load_hf
 from gpt.model.config import GPTConfig
-from gpt.model.generation import SEPARATOR, SamplingSettings, complete
-from gpt.model.masking import IGNORE_INDEX, fill_mask, format_fill, mask_batch
+from gpt.model.generation import SamplingSettings
+from gpt.model.lora import LoRASettings
+from gpt.model.masking import IGNORE_INDEX, mask_batch
 from gpt.model.models import GPT, build_model
-from gpt.model.optim import WarmupCosine, adamw, describe_groups, muon_adamw
 from gpt.tokenizers import Tokenizer
-from gpt.train.callbacks import DropoutSchedule
+from gpt.train import finetune
+from gpt.train.predicting import predict_items
+from gpt.train.runtime import (
+    apply_settings,
+    compile_forward,
+    gather_from_ranks,
+    optimizer_and_schedule,
+    rng_state,
+    set_matmul_precision,
+    set_rng_state,
+)
 
 log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 
@@ -40,66 +49,35 @@ FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when s
 Batch = tuple[torch.Tensor, ...]  # (x, y) windows, or (x, y, attention_mask) padded examples
 
 
-def rng_state() -> dict[str, Any]:
-    """torch's random state, on the CPU and every GPU, as a checkpoint can hold it."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def set_matmul_precision(device: torch.device, tf32: bool) -> None:
-    """TF32 for fp32 matmuls on a CUDA GPU (Ampere and later run them on tensor cores); a CPU
-    is left as it is."""
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-
-
-def compile_forward(model: torch.nn.Module, trainer: L.Trainer) -> Callable[..., torch.Tensor]:
-    """torch.compile of model.forward: a function, not a submodule, so the checkpoint's weights
-    keep their names and sampling calls the model uncompiled. Compiled at the first batch, after
-    DDP or FSDP has wrapped the model."""
-    if any(isinstance(c, DropoutSchedule) for c in trainer.callbacks):
+def check_settings(s: dict[str, Any]) -> None:
+    """Refuse training settings no run can use, naming the value."""
+    if not 0 < s["mask_prob"] < 1:
+        raise ValueError(f"mask_prob must be in (0, 1), got {s['mask_prob']}")
+    if s["learning_rate"] <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {s['learning_rate']}")
+    if not 0 <= s["min_lr"] <= s["learning_rate"]:
         raise ValueError(
-            "model.compile with the DropoutSchedule callback: the model would be compiled again at every step "
-            "as its dropout changes; leave out one of them"
+            f"need 0 <= min_lr <= learning_rate, got min_lr={s['min_lr']}, learning_rate={s['learning_rate']}"
         )
-    return torch.compile(model.forward)
-
-
-def gather_from_ranks(value: Any) -> list[Any]:
-    """value from every process, in rank order (one process: [value])."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [value]
-    values = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(values, value)
-    return values
-
-
-def make_optimizer(hp: Any, model: torch.nn.Module, trainer: L.Trainer) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA and CPU), or Muon with AdamW, as hp.optimizer says.
-
-    fp16's GradScaler unscales the gradients before they are clipped, which a fused step
-    would do itself: not fused then. Without a scaler (fp32, bf16) a fused step scales nothing,
-    but Lightning refuses to clip for any optimizer able to (_step_supports_amp_scaling, its
-    only reader then), so the optimizer says it is not."""
-    scaler = getattr(trainer.precision_plugin, "scaler", None)
-    make = muon_adamw if hp.get("optimizer", "adamw") == "muon" else adamw
-    optimizer = make(model, hp.learning_rate, hp.weight_decay, (hp.beta1, hp.beta2), fused=False if scaler else None)
-    if scaler is None:
-        optimizer._step_supports_amp_scaling = False
-    return optimizer
+    if s["decay_steps"] is not None and s["decay_steps"] < 1:
+        raise ValueError(f"decay_steps must be >= 1 (or unset: trainer.max_steps), got {s['decay_steps']}")
+    arch = s["config"].get("arch", "gpt")
+    if s["objective"] == "masked" and arch not in ("gpt", None):
+        raise ValueError(f"objective masked needs arch gpt (bidirectional attention), not {arch!r}")
+    if s["dpo_beta"] <= 0:
+        raise ValueError(f"dpo_beta must be > 0, got {s['dpo_beta']}")
+    if s["lora"] is not None and s["optimizer"] == "muon":
+        raise ValueError("model.optimizer muon orthogonalises whole matrices; with model.lora use adamw")
 
 
 class LitGPT(L.LightningModule):
     def __init__(
         self,
         init_from: str | None = None,
-        objective: Literal["causal", "masked"] = "causal",
+        objective: Literal["causal", "masked", "dpo"] = "causal",
         mask_prob: float = 0.15,
+        dpo_beta: float = 0.1,
+        lora: LoRASettings | None = None,
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
         warmup_steps: int = 100,
@@ -116,13 +94,19 @@ class LitGPT(L.LightningModule):
     ):
         """
         Args:
-            init_from: Start from these weights: a Hugging Face GPT-2 checkpoint (a folder with
-                model.safetensors or pytorch_model.bin, or a .safetensors file). The model
-                settings must fit it; a shorter block_size keeps the first positions.
+            init_from: Start from these weights: a checkpoint of ours (a .ckpt, or a run folder such
+                as lightning_logs/shakespeare_bpe: its newest last.ckpt; its tokenizer comes too),
+                or Hugging Face GPT-2 weights (a folder, or a .safetensors file). A shorter
+                block_size keeps the first positions; new special tokens start at the mean embedding.
             objective: causal: predict the next token. masked: attention both ways, and predict
                 the tokens hidden by <|mask|> (BERT's recipe; needs a tokenizer with <|mask|>).
+                dpo: preference tuning on chosen/rejected pairs (Rafailov et al. 2023) against
+                the model as it starts, frozen (data.instructions with preference records).
             mask_prob: masked: the fraction of tokens selected for prediction; of those, 80%
                 become <|mask|>, 10% a random token, 10% stay.
+            dpo_beta: dpo: how far the model may move from the reference (DPO's beta).
+            lora: Train low-rank adapters beside the frozen weights instead of every weight
+                (Hu et al. 2021): {r: 8, alpha: 16, dropout: 0.05, targets: [attn, proj, mlp]}.
             learning_rate: Peak learning rate, reached at the end of warmup.
             min_lr: Learning rate at the last step, after cosine decay.
             warmup_steps: Steps of linear warmup.
@@ -136,8 +120,7 @@ class LitGPT(L.LightningModule):
                 speedrun), AdamW for the rest; one learning rate.
             val_sample_tokens: Tokens of text generated and logged to TensorBoard at each
                 validation (0 turns it off).
-            compile: torch.compile the model for fit, validate and test (the first steps wait while
-                it compiles; predict samples uncompiled: its inputs change shape at every token).
+            compile: torch.compile the model for fit, validate and test (predict samples uncompiled).
                 Fastest on a GPU; on a CPU it needs a C++ compiler. Checkpoints are the same either way.
             tf32: On CUDA, fp32 matmuls in TensorFloat-32 (10-bit mantissa, fast on tensor cores); not on a CPU.
             sampling: How predict samples (not saved with the model: each predict says its own).
@@ -145,23 +128,19 @@ class LitGPT(L.LightningModule):
                 its preset's value, e.g. preset="baby", n_layer=4.
         """
         super().__init__()
-        if not 0 < mask_prob < 1:
-            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
-        if learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        if not 0 <= min_lr <= learning_rate:
-            raise ValueError(f"need 0 <= min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
-        if decay_steps is not None and decay_steps < 1:
-            raise ValueError(f"decay_steps must be >= 1 (or unset: trainer.max_steps), got {decay_steps}")
-        if objective == "masked" and config.get("arch", "gpt") not in ("gpt", None):
-            raise ValueError(f"objective masked needs arch gpt (bidirectional attention), not {config['arch']!r}")
-        self.save_hyperparameters(ignore=["sampling"])  # sampling: from each predict's command line
-        self.config = GPTConfig(**config, causal=objective == "causal")
+        check_settings(locals())
+        # sampling: from each predict's command line; lora: kept as a plain dict (weights_only).
+        self.save_hyperparameters(ignore=["sampling", "lora"])
+        self.hparams["lora"] = asdict(lora) if lora is not None else None
+        self.config = GPTConfig(**config, causal=objective != "masked")
         self.model = build_model(self.config)
-        if init_from and not isinstance(self.model, GPT):
-            raise ValueError(f"init_from loads GPT-2 weights, which need arch 'gpt', not {self.config.arch!r}")
-        self.sampling = sampling
-        self.masked = objective == "masked"
+        if (init_from or lora) and not isinstance(self.model, GPT):
+            what = "LoRA adapts" if lora else "init_from loads"
+            raise ValueError(f"{what} a GPT's weights; arch {self.config.arch!r} is a teaching model: use arch gpt")
+        self.lora, self.sampling = lora, sampling
+        self.masked, self.dpo = objective == "masked", objective == "dpo"
+        self.reference: GPT | None = None  # dpo: the model as it started, frozen (finetune.py)
+        self.template: Template | None = None  # fine-tuned: how a chat becomes a prompt
         self.restored_from_checkpoint = False  # then init_from must never overwrite the weights
         self.tokenizer: Tokenizer | None = None  # from the data module, or from the checkpoint
         self.chars_per_token: float | None = None  # of the validation text, from the data module
@@ -200,11 +179,15 @@ class LitGPT(L.LightningModule):
         return x, y, attention_mask
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.dpo:
+            return finetune.dpo_step(self, batch, "train", log_values=self.logs_this_step())
         inputs, targets, attention_mask = self.inputs_and_targets(batch)
         logits = self.run_model(inputs, attention_mask)
         loss = self.loss(logits, targets)
         if self.logs_this_step():
             self.log("train/loss", loss, prog_bar=True)
+            if attention_mask is not None:  # examples of their own length: how long they are
+                self.log("train/tokens_per_example", attention_mask.sum(1).float().mean())
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])  # every group has the same rate
             if self.masked:
                 self.train_acc(logits.detach().flatten(0, 1), targets.flatten())
@@ -232,6 +215,10 @@ class LitGPT(L.LightningModule):
         self.on_validation_epoch_start()
 
     def evaluate(self, batch: Batch, prefix: str) -> None:
+        if self.dpo:
+            self.val_loss.update(finetune.dpo_step(self, batch, prefix, log_values=True), weight=batch[0].size(0) // 2)
+            self.log(f"{prefix}/loss", self.val_loss, prog_bar=True)
+            return
         inputs, y, attention_mask = self.inputs_and_targets(batch, self._val_generator if self.masked else None)
         logits = self.run_model(inputs, attention_mask).float()
         # Weight each batch's mean by its scored targets: the epoch value is the exact
@@ -263,21 +250,12 @@ class LitGPT(L.LightningModule):
     # ---- optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = make_optimizer(hp, self.model, self.trainer)
-        log.info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
-        if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
-            hp.decay_steps = int(self.trainer.estimated_stepping_batches)  # max_steps, or epochs x batches
-        scheduler = WarmupCosine(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, hp.decay_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_and_schedule(self.hparams, self.model, self.trainer)
 
     def on_train_start(self) -> None:
         # A resumed optimizer comes back with the betas and weight decay it was saved with;
         # the settings of this run win (the learning rate is the scheduler's).
-        hp = self.hparams
-        for group in self.trainer.optimizers[0].param_groups:
-            group["betas"] = (hp.beta1, hp.beta2)
-            group["weight_decay"] = hp.weight_decay if group.get("name") in ("decay", "muon") else 0.0
+        apply_settings(self.trainer.optimizers[0], self.hparams)
 
     # ---- the tokenizer and checkpoints
 
@@ -285,15 +263,16 @@ class LitGPT(L.LightningModule):
         set_matmul_precision(self.trainer.strategy.root_device, self.hparams.tf32)
         if self.hparams.compile and stage != "predict" and self.compiled_forward is None:
             self.compiled_forward = compile_forward(self.model, self.trainer)
-        if self.hparams.init_from and not self.restored_from_checkpoint:
-            # Pretrained weights to start from. (`main.py ... --ckpt_path` drops init_from: the
-            # checkpoint restored after setup brings its own weights.)
-            load_hf(self.model, self.hparams.init_from)
-            log.info(f"loaded Hugging Face GPT-2 weights from {self.hparams.init_from}")
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.tokenizer is None and datamodule is not None:
             self.tokenizer = getattr(datamodule, "tokenizer", None)
         self.chars_per_token = getattr(datamodule, "val_chars_per_token", None)
+        self.template = getattr(datamodule, "template", None) or self.template
+        if not self.restored_from_checkpoint:
+            # The starting weights, adapters and reference, before a checkpoint (restored after
+            # setup) brings its own. (`main.py ... --ckpt_path` drops init_from, but for the base
+            # of a checkpoint that holds LoRA adapters alone.)
+            finetune.prepare(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
@@ -301,6 +280,9 @@ class LitGPT(L.LightningModule):
         # Every rank's random state (dropout, masking): a resumed run draws the same numbers.
         checkpoint["rng_states"] = gather_from_ranks(rng_state())
         checkpoint["best_val_loss"] = self.best_val_loss
+        if self.template is not None:
+            checkpoint["template"] = self.template.name
+        finetune.keep_adapters_only(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored_from_checkpoint = True
@@ -317,6 +299,8 @@ class LitGPT(L.LightningModule):
         if tokenizer is not None:
             check_tokenizer_fits(tokenizer, self.config.vocab_size)
             self.tokenizer = tokenizer
+        if checkpoint.get("template"):
+            self.template = template(checkpoint["template"])
 
     # ---- predict
 
@@ -328,18 +312,6 @@ class LitGPT(L.LightningModule):
         self._predict_generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> list[dict[str, Any]]:
-        """batch: {"index", "sample", "prompt"} items from GPTDataModule.predict_dataloader.
-        Prints each sample (as it is written, with sampling.stream) and returns one record
-        each, for a prediction writer. A masked model fills the prompt's <|mask|> tokens."""
-        if self.masked:
-            k = self.sampling.top_k or FILL_CANDIDATES
-            results = [fill_mask(self.model, self.tokenizer, item["prompt"], k) for item in batch]
-            for result in results:
-                print(format_fill(result) + SEPARATOR, flush=True)
-            return [item | result for item, result in zip(batch, results)]
-        prompts = [item["prompt"] for item in batch]
-        results = complete(self.model, self.tokenizer, prompts, self.sampling, self._predict_generator, sys.stdout)
-        settings = asdict(self.sampling)
-        return [
-            item | {"completion": r.text, "finish": r.finish, "settings": settings} for item, r in zip(batch, results)
-        ]
+        """batch: {"index", "sample", "prompt"} items from GPTDataModule.predict_dataloader
+        (gpt/train/predicting.py)."""
+        return predict_items(self, batch, self._predict_generator)

@@ -83,7 +83,7 @@ def with_settings(args: list[str], subcommand: str, settings: dict[str, Any]) ->
 def check_architecture(model: Any, checkpoint: dict[str, Any]) -> None:
     """Refuse settings that change the shape of the checkpoint's model, naming both values."""
     given = {k: model.get(k) for k in FIELDS if k not in ("vocab_size", "causal")}
-    mine = GPTConfig(**given, causal=model.get("objective", "causal") == "causal")
+    mine = GPTConfig(**given, causal=model.get("objective", "causal") != "masked")
     theirs = model_config(checkpoint)
     for field in ARCHITECTURE:
         if getattr(mine, field) != getattr(theirs, field):
@@ -93,6 +93,20 @@ def check_architecture(model: Any, checkpoint: dict[str, Any]) -> None:
                 f"{getattr(theirs, field)!r}; a checkpoint's architecture cannot change: leave {option} out "
                 "(or use the config it was trained with)"
             )
+    given, saved = lora_shape(model.get("lora")), lora_shape(hyperparameters(checkpoint).get("lora"))
+    if given != saved:
+        raise ValueError(
+            f"--model.lora gives adapters {given} but the checkpoint's are {saved}; adapters cannot change "
+            "in a run: leave --model.lora out (only its dropout may change)"
+        )
+
+
+def lora_shape(lora: Any) -> dict[str, Any] | None:
+    """What of LoRA's settings makes the model (not the dropout), from a config or a checkpoint."""
+    if lora is None:
+        return None
+    settings = lora.as_dict() if hasattr(lora, "as_dict") else dict(lora)
+    return {"r": settings["r"], "alpha": settings["alpha"], "targets": list(settings["targets"])}
 
 
 def note_changes(model: Any, checkpoint: dict[str, Any], max_steps: int | None) -> None:

@@ -44,6 +44,16 @@ LAYOUT = {
         "model FLOP utilisation": ["Multiline", ["train/mfu"]],
     },
 }
+# Preference tuning (model.objective dpo): how far the chosen replies pull ahead of the rejected.
+DPO_LAYOUT = {
+    "preference": {
+        "reward margin (chosen - rejected)": ["Multiline", ["train/reward_margin", "val/reward_margin"]],
+        "log-probability of the replies": ["Multiline", ["val/logp_chosen", "val/logp_rejected"]],
+        "pairs ranked right": ["Multiline", ["train/reward_accuracy", "val/reward_accuracy"]],
+    }
+}
+ANSWERS = 3  # held-out instructions answered at every validation of a fine-tuning run
+ANSWER_TOKENS = 100
 HPARAM_METRICS = ("val/loss", "val/best_loss")  # the last and the best validation loss, per run
 PREDICT_ONLY = ("data.prompt", "data.prompts_file", "data.num_samples", "data.tokenizer_from", "data.data_dir")
 
@@ -98,7 +108,7 @@ class TensorBoardPictures(Callback):
         writer = self.writer(trainer)
         if writer is None or trainer.ckpt_path is not None:  # a resumed run wrote these at its start
             return
-        writer.add_custom_scalars(LAYOUT)
+        writer.add_custom_scalars(LAYOUT | (DPO_LAYOUT if getattr(pl_module, "dpo", False) else {}))
         settings = flat_settings(pl_module, trainer, self.data_settings)
         for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, math.nan)):  # the metrics' names only
             writer.file_writer.add_summary(summary)
@@ -113,6 +123,7 @@ class TensorBoardPictures(Callback):
         # from 0, so the validation after N steps sits at N - 1.
         step = trainer.global_step - 1
         self.log_sample(writer, pl_module, step)
+        self.log_answers(writer, trainer, pl_module, step)
         self.log_attention(writer, trainer, pl_module, step)
         self.log_embeddings(writer, pl_module, step)
 
@@ -132,6 +143,28 @@ class TensorBoardPictures(Callback):
         # TensorBoard renders text as Markdown: four spaces make a verbatim block.
         body = "    " + result.text.lstrip("\n").replace("\n", "\n    ")
         writer.add_text("val/sample", f"{about}\n\n{body}", step)
+
+    def log_answers(self, writer: Any, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Fine-tuning: a few held-out instructions, the reply the data holds, and the model's
+        (greedy): watch it learn to follow them."""
+        data = trainer.datamodule
+        if getattr(data, "finetuning", None) is None:
+            return
+        template = data.template
+        records = data.finetuning.held_out(data.val_fraction, data.seed, ANSWERS)
+        settings = SamplingSettings(max_new_tokens=ANSWER_TOKENS, temperature=0.0)
+        parts = []
+        for record in records:
+            prompt = template.prompt(list(record.messages[:-1] if record.chosen is None else record.messages))
+            special = set(template.special_tokens)
+            args = (pl_module.model, pl_module.tokenizer, [prompt], settings)
+            (result,) = complete_batch(*args, allowed_special=special, end_token=template.stop_token)
+            reference = record.chosen if record.chosen is not None else record.messages[-1].content
+            parts.append(
+                f"**{record.messages[-2 if record.chosen is None else -1].content}**\n\n"
+                f"the data: {reference}\n\nthe model: {result.text}"
+            )
+        writer.add_text("val/answers", f"after {step + 1} steps, greedy\n\n---\n\n" + "\n\n---\n\n".join(parts), step)
 
     def log_attention(self, writer: Any, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         ids = self.prompt_ids(trainer, pl_module)

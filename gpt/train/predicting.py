@@ -1,0 +1,43 @@
+"""What LitGPT writes in predict: a sample of each prompt (a chat's prompt made by the
+fine-tuned model's template), printed as it is written, and a record of it for a prediction
+writer; a masked model fills the prompt's <|mask|> tokens instead."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from gpt.data.templates import Message, template
+from gpt.model.generation import SEPARATOR, complete
+from gpt.model.masking import fill_mask, format_fill
+from gpt.tokenizers import CHAT_TOKENS
+
+FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when sampling.top_k is unset
+
+
+def predict_items(module: Any, batch: list[dict[str, Any]], generator: torch.Generator) -> list[dict[str, Any]]:
+    """Prints each sample (as it is written, with sampling.stream) and returns one record each:
+    the item with its completion, finish and settings (or a fill-mask's candidates)."""
+    if module.masked:
+        k = module.sampling.top_k or FILL_CANDIDATES
+        results = [fill_mask(module.model, module.tokenizer, item["prompt"], k) for item in batch]
+        for result in results:
+            print(format_fill(result) + SEPARATOR, flush=True)
+        return [item | result for item, result in zip(batch, results)]
+    prompts, chat = prompts_of(module, batch)
+    results = complete(module.model, module.tokenizer, prompts, module.sampling, generator, sys.stdout, **chat)
+    settings = asdict(module.sampling)
+    return [item | {"completion": r.text, "finish": r.finish, "settings": settings} for item, r in zip(batch, results)]
+
+
+def prompts_of(module: Any, batch: list[dict[str, Any]]) -> tuple[list[str | None], dict[str, Any]]:
+    """Predict's prompts: text as given, or a chat rendered by the model's template, with the
+    template's tokens allowed and its end-of-turn token ending the reply."""
+    if not any(isinstance(item["prompt"], list) for item in batch):
+        return [item["prompt"] for item in batch], {}
+    chat = module.template or template("chat" if CHAT_TOKENS[0] in module.tokenizer.special_tokens else "alpaca")
+    prompts = [chat.prompt([Message(**m) for m in item["prompt"]]) for item in batch]
+    return prompts, {"allowed_special": set(chat.special_tokens), "end_token": chat.stop_token}
