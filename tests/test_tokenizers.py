@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.tokenizers import (
+    CHAT_TOKENS,
     ENDOFTEXT,
     MASK,
     PAD,
@@ -203,3 +204,27 @@ def test_tiktoken_backed_tokenizers_list_their_special_tokens_in_id_order(small_
     assert list(small_bpe.special_tokens.items()) == [(ENDOFTEXT, 317), (PAD, 318), (MASK, 319)]
     ids = list(TiktokenTokenizer("cl100k_base").special_tokens.values())
     assert len(ids) == 5 and ids == sorted(ids)
+
+
+@pytest.mark.parametrize("kind", ["char", "tiktoken", "bpe"])
+def test_chat_tokens_join_any_tokenizer_after_its_vocabulary_and_travel_in_its_state(kind):
+    base = {
+        "char": CharTokenizer("ab \n", special_tokens=[ENDOFTEXT]),
+        "tiktoken": TiktokenTokenizer("gpt2"),
+        "bpe": BPETokenizer([], SPLIT_PATTERNS["gpt4"]),
+    }[kind]
+    chat = base.with_special_tokens(CHAT_TOKENS)
+    assert chat.vocab_size == base.vocab_size + 4
+    assert [chat.special_tokens[t] for t in CHAT_TOKENS] == list(range(base.vocab_size, base.vocab_size + 4))
+    assert chat.with_special_tokens(CHAT_TOKENS) is chat  # nothing missing: the same tokenizer
+    text = "<|user|>\nab<|end|>\n"
+    ids = chat.encode(text, allowed_special=set(CHAT_TOKENS))
+    assert ids[0] == chat.special_tokens["<|user|>"] and chat.decode(ids) == text
+    if kind == "char":  # not allowed: the marker is text, which these four characters cannot spell
+        with pytest.raises(ValueError, match="character '<' at position 0 is not in"):
+            chat.encode(text)
+    else:  # not allowed: the marker is text, as any special token
+        assert chat.encode(text)[0] != ids[0]
+    again = tokenizer_from_state(chat.state_dict())
+    assert again.special_tokens == chat.special_tokens and again.encode(text, allowed_special="all") == ids
+    assert b"".join(chat.token_bytes(i) for i in ids) == text.encode()
