@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
 from gpt.interop.checkpoint import load_checkpoint
+from gpt.interop.init import is_checkpoint
 from gpt.train import cli, resume
 from gpt.train.callbacks import SpeedMonitor, StepProgressBar
 from gpt.train.checkpointing import LatestCheckpoint, SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
@@ -109,6 +110,13 @@ class GPTCLI(LightningCLI):
             config = self.config[subcommand]
             set_run_name(config)
             resume.check_architecture(config.model, self.checkpoint)
+        elif (start := cli.starting_point(config.model.init_from)) and is_checkpoint(start):
+            # A new run from a checkpoint of ours has its shape, beneath what the user says.
+            shape = resume.shape_of(load_checkpoint(start))
+            self.config = parser.parse_args(resume.with_settings(args, subcommand, shape))
+            config = self.config[subcommand]
+            set_run_name(config)
+            config.model.init_from = start
         # Lightning 2.6 reads a --ckpt_path file's hyperparameters over the command line's right
         # after this hook (LightningCLI._parse_ckpt_path, not public); it gets no path to read, and
         # before_instantiate_classes sets the resolved one back. Tested in tests/test_layout.py.

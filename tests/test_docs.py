@@ -17,7 +17,7 @@ from helpers import ROOT, cli_parser
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Commands that need what a test cannot give (a GPU cluster, a download, a browser): their
 # programs are checked to exist, not run.
-ELSEWHERE = ("pip", "tensorboard", "hf", "torchrun", "sbatch", "srun", "ruff", "git", "cd", "export")
+ELSEWHERE = ("pip", "tensorboard", "hf", "torchrun", "sbatch", "srun", "ruff", "git", "cd", "export", "curl", "mkdir")
 
 
 def commands() -> list[tuple[str, str]]:

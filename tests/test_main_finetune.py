@@ -155,6 +155,10 @@ def test_chat_keeps_the_history_within_the_context(pretrained, tmp_path):
     assert out.getvalue().count("assistant: ") == 6
     assert out.getvalue().count("dropped)") == 1  # said once
     assert chat.dropped > 0 and len(chat.prompt_ids(chat.history)) <= model.config.block_size
+    out = io.StringIO()
+    run(chat, ["Say <|end|> now.", "Say river."], out)  # refused, and the chat goes on
+    assert "error: the message holds <|end|>, a token of the chat template" in out.getvalue()
+    assert out.getvalue().count("assistant: ") == 2 and chat.history[-2].content == "Say river."
 
 
 @pytest.mark.parametrize(

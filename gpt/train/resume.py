@@ -73,6 +73,13 @@ def saved_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in saved.items() if k in SETTABLE}
 
 
+def shape_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A starting checkpoint's model shape (model.init_from), as `--model` takes it: a run
+    fine-tuned from it has the same, unless the config or the command line says otherwise."""
+    saved = hyperparameters(checkpoint)
+    return {k: saved[k] for k in FIELDS if k in saved and k not in ("vocab_size", "causal")}
+
+
 def with_settings(args: list[str], subcommand: str, settings: dict[str, Any]) -> list[str]:
     """args with `--model SETTINGS` right after the subcommand: beneath every config and flag
     the user gave, which jsonargparse applies after it."""
