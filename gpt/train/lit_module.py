@@ -131,6 +131,11 @@ class LitGPT(L.LightningModule):
         check_settings(locals())
         # sampling: from each predict's command line; lora: kept as a plain dict (weights_only).
         self.save_hyperparameters(ignore=["sampling", "lora"])
+        lora = (
+            LoRASettings(**{**lora, "targets": tuple(lora.get("targets", LoRASettings.targets))})
+            if isinstance(lora, dict)
+            else lora
+        )
         self.hparams["lora"] = asdict(lora) if lora is not None else None
         self.config = GPTConfig(**config, causal=objective != "masked")
         self.model = build_model(self.config)
