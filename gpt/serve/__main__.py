@@ -1,0 +1,79 @@
+"""python -m gpt.serve CKPT: an OpenAI-compatible server and a page (gpt/serve/server.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from gpt.data.templates import template
+from gpt.errors import exit_on_user_error
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of
+from gpt.model.quantize import int8_weights
+from gpt.serve.engine import Engine
+from gpt.serve.server import Served, create_app
+
+
+def model_name(ckpt: Path) -> str:
+    """The run's name (lightning_logs/NAME/version_N/checkpoints/last.ckpt -> NAME), else the file's."""
+    parts = ckpt.resolve().parts
+    return (
+        parts[-4] if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_") else ckpt.stem
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="python -m gpt.serve", description=(__doc__ or "").strip())
+    p.add_argument("ckpt", type=str, help="a checkpoint of this project (a LoRA one is merged)")
+    p.add_argument("--host", type=str, default="127.0.0.1", help="the address to listen on (0.0.0.0: every one)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api_key", type=str | None, default=None, help="refuse /v1 without it (default: $GPT_API_KEY)")
+    p.add_argument("--name", type=str | None, default=None, help="the model's name in the API (default: the run's)")
+    p.add_argument("--slots", type=int, default=16, help="requests decoded together")
+    p.add_argument("--queue", type=int, default=64, help="requests that may wait for a slot; more get 429")
+    p.add_argument("--max_body", type=int, default=1_000_000, help="the largest request body, in bytes (413 past it)")
+    p.add_argument("--int8", type=bool, default=False, help="int8 weights: faster decoding on a CPU")
+    p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args(args)
+    for name, value in (("slots", a.slots), ("queue", a.queue), ("max_body", a.max_body)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    checkpoint = load_checkpoint(a.ckpt)
+    model, tokenizer = model_of(checkpoint, a.ckpt).to(a.device), checkpoint_tokenizer(checkpoint)
+    if tokenizer is None:
+        raise ValueError(f"checkpoint {a.ckpt!r} has no tokenizer; serve one that main.py fit wrote")
+    if a.int8:
+        model = int8_weights(model)
+    chat = template(checkpoint["template"]) if checkpoint.get("template") else None
+    name = a.name or model_name(Path(a.ckpt))
+    engine = Engine(model, tokenizer, a.slots, a.queue)
+    served = Served(engine, name, chat, a.api_key or os.environ.get("GPT_API_KEY"), a.max_body)
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(served), host=a.host, port=a.port, log_level="warning", timeout_graceful_shutdown=120
+    )
+    kinds = "completions and chat" if chat else "completions"
+    print(
+        f"serving {name} ({kinds}) on http://{a.host}:{a.port}/ (the page) and /v1 (the API)",
+        file=sys.stderr,
+        flush=True,
+    )
+    # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the
+    # signal again for the handler it found: ours lets the process end with 0, as it should.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*on_event is deprecated.*")
+        uvicorn.Server(config).run()
+    print("stopped: every request in flight was answered", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

@@ -1,0 +1,230 @@
+"""Continuous batching: many requests decoded together, one forward a token for all of them.
+
+The engine keeps `slots` sequences in one KV cache (SlotCache). A request waits in a bounded
+queue until a slot is free; it is then prefilled alone (its prompt in one forward), and from
+the next step on decodes with every other active request: one forward of batch B and length 1
+a step, each row at its own position, attending to its own keys only. A request that ends
+(its end-of-turn token, a stop string, max_tokens, or its client gone) frees its slot at once,
+and a waiting one takes it at the next step. Each request samples with its own settings and
+its own seeded generator, so a greedy one writes what it writes alone, and a seeded one what
+`predict` writes with that seed.
+
+Runs in a thread of its own: the web server's event loop only hands requests in and text out.
+Plain torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from gpt.model.generation import TextStream, sample_next
+from gpt.model.layers import AttentionContext
+from gpt.model.models import GPT
+from gpt.tokenizers import Tokenizer
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the server holds: the client should try again later."""
+
+
+class SlotCache:
+    """Keys and values of `slots` sequences of different lengths, each in its own row of
+    block_size positions; `lengths` counts each row's positions. A forward writes the rows
+    it is given (`rows`), each at its own next position."""
+
+    def __init__(self, model: GPT, slots: int):
+        c = model.config
+        device = next(model.parameters()).device
+        dtype = next(model.parameters()).dtype
+        dtype = dtype if dtype.is_floating_point else torch.float32  # int8 weights: float activations
+        shape = (slots, c.n_head, c.block_size, c.head_size)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(c.n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(c.n_layer)]
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+        self.capacity = c.block_size
+        self.rows = torch.arange(slots, device=device)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, n_head, T, head_size) of self.rows at their next positions; their rows' keys and values."""
+        positions = self.lengths[self.rows, None] + torch.arange(k.size(2), device=k.device)  # (B, T)
+        rows = self.rows[:, None].expand_as(positions)
+        self.keys[layer][rows, :, positions] = k.transpose(1, 2)
+        self.values[layer][rows, :, positions] = v.transpose(1, 2)
+        return self.keys[layer][self.rows], self.values[layer][self.rows]
+
+
+def forward_rows(model: GPT, idx: torch.Tensor, cache: SlotCache, rows: torch.Tensor) -> torch.Tensor:
+    """GPT.forward for the given rows of a SlotCache: idx (B, T) continues each row's sequence at
+    its own position; the logits of the last position, (B, vocab_size)."""
+    T = idx.size(1)
+    positions = cache.lengths[rows, None] + torch.arange(T, device=idx.device)  # (B, T)
+    x = model.transformer.wte(idx)
+    rope = None
+    if model.config.pos == "learned":
+        x = x + model.transformer.wpe(positions)
+    else:
+        cos, sin = model.rope_for(0, cache.capacity)
+        rope = (cos[positions][:, None], sin[positions][:, None])  # (B, 1, T, head_size/2 pairs)
+    keys = torch.arange(cache.capacity, device=idx.device)
+    mask = keys[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, capacity): its own past
+    cache.rows = rows
+    ctx = AttentionContext(rope, mask, False, cache)
+    for block in model.transformer.h:
+        x = block(x, ctx)
+    cache.lengths[rows] += T
+    logits = model.lm_head(model.transformer.ln_f(x[:, -1]))
+    return logits[..., : model.config.vocab_size]
+
+
+@dataclass
+class Job:
+    """One sequence to write (a request's choice): its prompt, settings and what to call with
+    each piece of text, ("the text", None) as it comes and ("the last text", finish) at the end."""
+
+    ids: list[int]
+    max_tokens: int
+    on_text: Callable[[str, str | None], None]
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    end_ids: frozenset[int] = frozenset()
+    seed: int | None = None
+    tokenizer: Tokenizer | None = None
+    cancelled: bool = False  # set from another thread: the client left
+    written: int = 0
+    slot: int | None = None
+    last: int = 0
+    stream: TextStream | None = field(default=None, repr=False)
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+
+class Engine:
+    """Runs jobs in batches of up to `slots`, with up to `max_waiting` more waiting for a slot."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, slots: int = 16, max_waiting: int = 64):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.slots, self.max_waiting = slots, max_waiting
+        self.cache = SlotCache(model, slots)
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.active: dict[int, Job] = {}
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.steps = 0  # decode steps run (a batch of B rows is one step)
+        self.thread = threading.Thread(target=self.run, name="engine", daemon=True)
+        self.thread.start()
+
+    @property
+    def busy(self) -> int:
+        return len(self.active) + len(self.waiting)
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue a request's jobs together, or refuse them all when the queue is full."""
+        with self.lock:
+            if self.stopping:
+                raise QueueFull("the server is shutting down")
+            if len(self.waiting) + len(jobs) > self.max_waiting:
+                raise QueueFull(f"{len(self.waiting)} requests are waiting for one of {self.slots} slots; try again")
+            for job in jobs:
+                job.tokenizer = job.tokenizer or self.tokenizer
+                job.stream = TextStream(job.tokenizer, job.stop)
+                device = self.cache.lengths.device
+                seed = job.seed if job.seed is not None else random.randrange(2**62)  # unseeded: a fresh draw
+                job.generator = torch.Generator(device=device).manual_seed(seed)
+                self.waiting.append(job)
+            self.lock.notify()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Take no more jobs, finish those in flight, then end the thread."""
+        with self.lock:
+            self.stopping = True
+            self.lock.notify()
+        self.thread.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                while not self.waiting and not self.active and not self.stopping:
+                    self.lock.wait()
+                if self.stopping and not self.waiting and not self.active:
+                    return
+                admitted = []
+                free = [s for s in range(self.slots) if s not in self.active]
+                while free and self.waiting:
+                    job = self.waiting.popleft()
+                    if not job.cancelled:
+                        job.slot = free.pop(0)
+                        self.active[job.slot] = job
+                        admitted.append(job)
+            try:
+                with torch.inference_mode():
+                    for job in admitted:
+                        self.prefill(job)
+                    self.decode()
+            except Exception as e:  # a bug must not hang its clients: end their requests with it
+                for job in list(self.active.values()):
+                    self.finish(job, f"error: {type(e).__name__}: {e}")
+
+    def prefill(self, job: Job) -> None:
+        rows = torch.tensor([job.slot], device=self.cache.lengths.device)
+        self.cache.lengths[job.slot] = 0
+        logits = forward_rows(self.model, torch.tensor([job.ids], device=rows.device), self.cache, rows)
+        self.take(job, logits[0])
+
+    def decode(self) -> None:
+        jobs = [j for j in self.active.values() if not self.drop_if_cancelled(j)]
+        if not jobs:
+            return
+        rows = torch.tensor([j.slot for j in jobs], device=self.cache.lengths.device)
+        idx = torch.tensor([[j.last] for j in jobs], device=rows.device)
+        logits = forward_rows(self.model, idx, self.cache, rows)
+        self.steps += 1
+        for job, row in zip(jobs, logits):
+            self.take(job, row)
+
+    def take(self, job: Job, logits: torch.Tensor) -> None:
+        """Sample the job's next token with its own settings, and hand on its text."""
+        if self.drop_if_cancelled(job):
+            return
+        token = int(sample_next(logits[None], job.temperature, job.top_k, job.top_p, job.generator))
+        job.last, job.written = token, job.written + 1
+        if token in job.end_ids:
+            return self.finish(job, "stop")
+        job.stream.push(token)
+        if job.stream.finish == "stop":  # a stop string
+            return self.finish(job, "stop")
+        full = int(self.cache.lengths[job.slot]) + 1 > self.cache.capacity
+        if job.written >= job.max_tokens or full:
+            return self.finish(job, "length")
+        text = job.stream.release()
+        if text:
+            job.on_text(text, None)
+
+    def finish(self, job: Job, reason: str) -> None:
+        job.stream.close(reason)
+        job.on_text(job.stream.release(), reason)
+        self.free(job)
+
+    def drop_if_cancelled(self, job: Job) -> bool:
+        if job.cancelled:
+            self.free(job)
+        return job.cancelled
+
+    def free(self, job: Job) -> None:
+        with self.lock:
+            self.active.pop(job.slot, None)
+
+
+def wait_idle(engine: Engine, timeout: float) -> bool:
+    """Whether the engine ran out of work within timeout seconds (for tests and shutdown)."""
+    end = time.monotonic() + timeout
+    while engine.busy and time.monotonic() < end:
+        time.sleep(0.01)
+    return not engine.busy
