@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -69,9 +68,7 @@ def main(args: list[str] | None = None) -> None:
     # signal again for the handler it found: ours lets the process end with 0, as it should.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*on_event is deprecated.*")
-        uvicorn.Server(config).run()
+    uvicorn.Server(config).run()
     print("stopped: every request in flight was answered", file=sys.stderr)
 
 

@@ -19,6 +19,7 @@ SIGTERM (or Ctrl-C) stops accepting, lets the requests in flight finish, and exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 from pathlib import Path
@@ -58,7 +59,12 @@ class Served:
 
 
 def create_app(served: Served) -> FastAPI:
-    app = FastAPI(title="gpt-lightning", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        served.engine.stop()  # after uvicorn has let the requests in flight finish
+
+    app = FastAPI(title="gpt-lightning", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -83,10 +89,6 @@ def create_app(served: Served) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         return await answer(request, served, chat=True)
-
-    @app.on_event("shutdown")
-    async def stop_engine() -> None:  # after uvicorn has let the requests in flight finish
-        served.engine.stop()
 
     return app
 

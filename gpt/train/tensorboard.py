@@ -190,6 +190,7 @@ class TensorBoardPictures(Callback):
         except ValueError:
             val = getattr(trainer.datamodule, "val_ids", None)
             first = val[0] if isinstance(val, list) else val
+            first = first[0].ids if isinstance(first, list) else first  # fine-tuning: an example (or pair)
             return [int(i) for i in first[:limit]]
 
     def log_embeddings(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
