@@ -100,7 +100,7 @@ def test_an_interrupted_fine_tuning_resumes_exactly(pretrained, tmp_path, varian
     last = folder / "lightning_logs/version_0/checkpoints/last.ckpt"
     if "lora" in variant:  # the adapters alone, naming their base
         checkpoint = torch.load(last, weights_only=True)
-        assert checkpoint["lora_base"] == str(pretrained)
+        assert checkpoint["lora_base"] == str(pretrained.resolve())  # absolute: found from any folder
         assert all("lora_" in k for k in checkpoint["state_dict"]) and last.stat().st_size < pretrained.stat().st_size
 
 

@@ -2,6 +2,7 @@
 through Starlette's test client), and the server as programs meet it: a live process, the
 official `openai` client, streams, disconnects, a full queue and SIGTERM."""
 
+import copy
 import os
 import signal
 import socket
@@ -22,9 +23,10 @@ from fastapi.testclient import TestClient
 from gpt.data.templates import template
 from gpt.interop.checkpoint import load_chat_model, load_model
 from gpt.model.generation import SamplingSettings, complete
+from gpt.model.quantize import int8_weights
 from gpt.serve.engine import Engine, Job, QueueFull, wait_idle
 from gpt.serve.server import Served, create_app
-from helpers import LINES_TEXT, ROOT, TINY_MODEL, main_here, write_jsonl
+from helpers import LINES_TEXT, ROOT, TINY_MODEL, main_here, predict, write_jsonl
 
 RUN = [*TINY_MODEL, *"--trainer.enable_progress_bar false --trainer.enable_model_summary false".split()]
 RUN += "--model.block_size 64 --model.val_sample_tokens 0 --trainer.max_steps 6 --trainer.val_check_interval 6".split()
@@ -284,3 +286,24 @@ def test_the_server_command_refuses_bad_settings(checkpoints):
         timeout=60,
     )
     assert result.returncode == 1 and "error: checkpoint" in result.stderr and "does not exist" in result.stderr
+
+
+def test_int8_weights_decode_as_predict_and_the_engine_do(checkpoints, tmp_path):
+    model, tokenizer = load_model(checkpoints[0])
+    int8 = int8_weights(copy.deepcopy(model))
+    assert sum(isinstance(m, torch.nn.Linear) for m in int8.modules()) == 0  # every Linear quantized
+    assert any(isinstance(m, torch.nn.Linear) for m in model.modules())  # the fp32 model untouched
+    x = torch.tensor([tokenizer.encode(LINES_TEXT[:64])])
+    with torch.no_grad():
+        fp32_logp, int8_logp = model(x).log_softmax(-1), int8(x).log_softmax(-1)
+    assert (fp32_logp.argmax(-1) == int8_logp.argmax(-1)).float().mean() >= 0.9  # the same choices, nearly always
+    assert (fp32_logp.exp() * (fp32_logp - int8_logp)).sum(-1).mean() < 0.01  # KL(fp32 || int8), in nats
+    settings = SamplingSettings(max_new_tokens=20, temperature=0, stream=False)
+    (expected,) = complete(int8, tokenizer, ["All:\n"], settings)
+    job = dict(ids=tokenizer.encode("All:\n"), max_tokens=20, temperature=0.0)
+    assert collect(Engine(int8, tokenizer, slots=2), [job], tokenizer)[0][0] == expected.text
+    args = "--data.prompt All:\\n --model.sampling.temperature 0 --model.sampling.max_new_tokens 20".split()
+    result = predict(checkpoints[0], tmp_path, *args, "--model.sampling.int8", "true")
+    assert result.returncode == 0 and expected.text in result.stdout
+    with pytest.raises(ValueError, match="int8 weights .* run on the CPU"):
+        int8_weights(model.to("meta"))

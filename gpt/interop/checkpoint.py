@@ -192,6 +192,9 @@ def load_base(model: LanguageModel, base: str, path: str | Path) -> None:
     """The base model under a checkpoint of LoRA adapters."""
     from gpt.interop.init import load_init
 
+    runs = next((p.parent for p in Path(path).resolve().parents if p.name == "lightning_logs"), None)
+    if not Path(base).exists() and runs is not None and (runs / base).exists():
+        base = str(runs / base)  # a relative path, from the folder the run was started in
     if not Path(base).exists():
         raise FileNotFoundError(
             f"checkpoint {str(path)!r} holds LoRA adapters for the base model {base!r}, which does not exist "

@@ -56,6 +56,13 @@ def sample_next(
     """Pick one id per row from logits (B, vocab_size) -> (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # greedy
+    return torch.multinomial(next_token_probs(logits, temperature, top_k, top_p), num_samples=1, generator=generator)
+
+
+def next_token_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """The distribution each row samples its next id from (B, vocab_size); temperature > 0."""
     logits = logits.float() / temperature  # < 1 sharpens the distribution, > 1 flattens it
     if top_k is not None and top_k < logits.size(-1):
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
@@ -69,7 +76,7 @@ def sample_next(
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
         sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    return probs
 
 
 def generate_tokens(
@@ -151,6 +158,8 @@ class SamplingSettings:
             token (GPT only; the teaching models always recompute).
         stream: Print each sample as it is written, one at a time; off: prompts of one
             token length are drawn as one batch and each is printed when done.
+        int8: Decode with int8 weights (on a CPU: fewer bytes read per token, so faster;
+            gpt/model/quantize.py; benchmarks/int8_decode.py measures what it changes).
     """
 
     max_new_tokens: int = 500
@@ -162,6 +171,7 @@ class SamplingSettings:
     seed: int = 1337
     kv_cache: bool = True
     stream: bool = True
+    int8: bool = False
 
     def __post_init__(self) -> None:
         check_sampling_args(self.max_new_tokens, self.temperature, self.top_k, self.top_p)

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 def int8_weights(model: nn.Module) -> nn.Module:
     """A copy of the model (for inference only) with every Linear's weights in int8."""
-    if next(model.parameters()).device.type != "cpu":
+    if next(model.parameters()).device.type != "cpu":  # its int8 kernels are CPU ones
         raise ValueError("int8 weights (torch's dynamic quantization) run on the CPU; leave --int8 out on a GPU")
     with warnings.catch_warnings():  # torch marks its quantized tensors for removal in favour of torchao
         warnings.simplefilter("ignore")

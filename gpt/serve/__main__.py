@@ -38,6 +38,13 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--queue", type=int, default=64, help="requests that may wait for a slot; more get 429")
     p.add_argument("--max_body", type=int, default=1_000_000, help="the largest request body, in bytes (413 past it)")
     p.add_argument("--int8", type=bool, default=False, help="int8 weights: faster decoding on a CPU")
+    p.add_argument(
+        "--threads",
+        type=int | None,
+        default=None,
+        help="torch's threads (default: 1 for a model under 20M parameters on a CPU, whose matmuls are too "
+        "small to split, leaving a core to the web server; else torch's default)",
+    )
     p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(args)
     for name, value in (("slots", a.slots), ("queue", a.queue), ("max_body", a.max_body)):
@@ -45,6 +52,9 @@ def main(args: list[str] | None = None) -> None:
             raise ValueError(f"--{name} must be >= 1, got {value}")
     checkpoint = load_checkpoint(a.ckpt)
     model, tokenizer = model_of(checkpoint, a.ckpt).to(a.device), checkpoint_tokenizer(checkpoint)
+    small = sum(p.numel() for p in model.parameters()) < 20_000_000 and a.device == "cpu"
+    if a.threads is not None or small:
+        torch.set_num_threads(a.threads or 1)
     if tokenizer is None:
         raise ValueError(f"checkpoint {a.ckpt!r} has no tokenizer; serve one that main.py fit wrote")
     if a.int8:

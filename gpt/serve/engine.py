@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gpt.model.generation import TextStream, sample_next
+from gpt.model.generation import TextStream, next_token_probs
 from gpt.model.layers import AttentionContext
 from gpt.model.models import GPT
 from gpt.tokenizers import Tokenizer
@@ -49,20 +49,31 @@ class SlotCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(c.n_layer)]
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
         self.capacity = c.block_size
-        self.rows = torch.arange(slots, device=device)
+        self.rows = slice(0, slots)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, n_head, T, head_size) of self.rows at their next positions; their rows' keys and values."""
+        """Write k, v (B, n_head, T, head_size) of self.rows at their next positions; those
+        rows' keys and values (a view for a range of rows, a copy for a list of them)."""
         positions = self.lengths[self.rows, None] + torch.arange(k.size(2), device=k.device)  # (B, T)
-        rows = self.rows[:, None].expand_as(positions)
-        self.keys[layer][rows, :, positions] = k.transpose(1, 2)
-        self.values[layer][rows, :, positions] = v.transpose(1, 2)
-        return self.keys[layer][self.rows], self.values[layer][self.rows]
+        if isinstance(self.rows, slice):
+            keys, values = self.keys[layer][self.rows], self.values[layer][self.rows]
+            rows = torch.arange(keys.size(0), device=k.device)
+        else:
+            keys, values, rows = self.keys[layer], self.values[layer], self.rows
+        rows = rows[:, None].expand_as(positions)
+        keys[rows, :, positions] = k.transpose(1, 2)
+        values[rows, :, positions] = v.transpose(1, 2)
+        if isinstance(self.rows, slice):
+            return keys, values
+        return keys[self.rows], values[self.rows]
 
 
-def forward_rows(model: GPT, idx: torch.Tensor, cache: SlotCache, rows: torch.Tensor) -> torch.Tensor:
-    """GPT.forward for the given rows of a SlotCache: idx (B, T) continues each row's sequence at
-    its own position; the logits of the last position, (B, vocab_size)."""
+def forward_rows(
+    model: GPT, idx: torch.Tensor, cache: SlotCache, rows: slice | torch.Tensor, ends: torch.Tensor | None = None
+) -> torch.Tensor:
+    """GPT.forward for some rows of a SlotCache: idx (B, T) continues each row's sequence at its
+    own position; the logits at each row's last position, (B, vocab_size). ends (B,): the rows'
+    real lengths in idx when they are padded on the right (prompts of several lengths at once)."""
     T = idx.size(1)
     positions = cache.lengths[rows, None] + torch.arange(T, device=idx.device)  # (B, T)
     x = model.transformer.wte(idx)
@@ -78,8 +89,13 @@ def forward_rows(model: GPT, idx: torch.Tensor, cache: SlotCache, rows: torch.Te
     ctx = AttentionContext(rope, mask, False, cache)
     for block in model.transformer.h:
         x = block(x, ctx)
-    cache.lengths[rows] += T
-    logits = model.lm_head(model.transformer.ln_f(x[:, -1]))
+    if ends is None:
+        cache.lengths[rows] += T
+        last = x[:, -1]
+    else:  # the padding's keys, written past each row's end, are overwritten as it decodes
+        cache.lengths[rows] += ends
+        last = x[torch.arange(x.size(0)), ends - 1]
+    logits = model.lm_head(model.transformer.ln_f(last))
     return logits[..., : model.config.vocab_size]
 
 
@@ -97,6 +113,7 @@ class Job:
     stop: tuple[str, ...] = ()
     end_ids: frozenset[int] = frozenset()
     seed: int | None = None
+    streaming: bool = True  # False: on_text once, with the whole text, at the end
     tokenizer: Tokenizer | None = None
     cancelled: bool = False  # set from another thread: the client left
     written: int = 0
@@ -165,35 +182,66 @@ class Engine:
                         admitted.append(job)
             try:
                 with torch.inference_mode():
-                    for job in admitted:
-                        self.prefill(job)
+                    if admitted:
+                        self.prefill(admitted)
                     self.decode()
             except Exception as e:  # a bug must not hang its clients: end their requests with it
                 for job in list(self.active.values()):
                     self.finish(job, f"error: {type(e).__name__}: {e}")
 
-    def prefill(self, job: Job) -> None:
-        rows = torch.tensor([job.slot], device=self.cache.lengths.device)
-        self.cache.lengths[job.slot] = 0
-        logits = forward_rows(self.model, torch.tensor([job.ids], device=rows.device), self.cache, rows)
-        self.take(job, logits[0])
+    def prefill(self, jobs: list[Job]) -> None:
+        """The prompts of the jobs just admitted, in one forward (padded on the right)."""
+        device = self.cache.lengths.device
+        rows = torch.tensor([j.slot for j in jobs], device=device)
+        ends = torch.tensor([len(j.ids) for j in jobs], device=device)
+        idx = torch.zeros(len(jobs), int(ends.max()), dtype=torch.long, device=device)
+        for i, job in enumerate(jobs):
+            idx[i, : len(job.ids)] = torch.tensor(job.ids)
+        self.cache.lengths[rows] = 0
+        logits = forward_rows(self.model, idx, self.cache, rows, ends)
+        self.take_all(jobs, logits)
 
     def decode(self) -> None:
+        """One token for every active job: one forward over the rows 0..n-1 that hold them
+        (slots are taken lowest first, so the range stays short; a free row in it computes a
+        token nobody reads, cheaper than gathering the rows)."""
         jobs = [j for j in self.active.values() if not self.drop_if_cancelled(j)]
         if not jobs:
             return
-        rows = torch.tensor([j.slot for j in jobs], device=self.cache.lengths.device)
-        idx = torch.tensor([[j.last] for j in jobs], device=rows.device)
-        logits = forward_rows(self.model, idx, self.cache, rows)
+        n = max(j.slot for j in jobs) + 1
+        last = [0] * n
+        for job in jobs:
+            last[job.slot] = job.last
+        free = [s for s in range(n) if s not in self.active]
+        if free:
+            self.cache.lengths[free] = 0  # a free row writes at its start: never past its end
+        idx = torch.tensor(last, device=self.cache.lengths.device)[:, None]
+        logits = forward_rows(self.model, idx, self.cache, slice(0, n))
         self.steps += 1
-        for job, row in zip(jobs, logits):
-            self.take(job, row)
+        self.take_all(jobs, logits[[j.slot for j in jobs]])
 
-    def take(self, job: Job, logits: torch.Tensor) -> None:
-        """Sample the job's next token with its own settings, and hand on its text."""
+    def take_all(self, jobs: list[Job], logits: torch.Tensor) -> None:
+        """Each job's next token, sampled with its own settings and generator: the rows that
+        share settings get their distributions in one go, then each draws from its own."""
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.temperature, job.top_k, job.top_p), []).append(i)
+        tokens = [0] * len(jobs)
+        for (temperature, top_k, top_p), rows in groups.items():
+            if temperature == 0:
+                picked = logits[rows].argmax(dim=-1).tolist()
+            else:
+                probs = next_token_probs(logits[rows], temperature, top_k, top_p)
+                picked = [int(torch.multinomial(p[None], 1, generator=jobs[r].generator)) for r, p in zip(rows, probs)]
+            for r, token in zip(rows, picked):
+                tokens[r] = token
+        for job, token in zip(jobs, tokens):
+            self.take(job, token)
+
+    def take(self, job: Job, token: int) -> None:
+        """Hand on a job's next token: its text, or its end."""
         if self.drop_if_cancelled(job):
             return
-        token = int(sample_next(logits[None], job.temperature, job.top_k, job.top_p, job.generator))
         job.last, job.written = token, job.written + 1
         if token in job.end_ids:
             return self.finish(job, "stop")
@@ -203,8 +251,7 @@ class Engine:
         full = int(self.cache.lengths[job.slot]) + 1 > self.cache.capacity
         if job.written >= job.max_tokens or full:
             return self.finish(job, "length")
-        text = job.stream.release()
-        if text:
+        if job.streaming and (text := job.stream.release()):
             job.on_text(text, None)
 
     def finish(self, job: Job, reason: str) -> None:

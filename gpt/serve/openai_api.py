@@ -124,6 +124,7 @@ def jobs_for(
             stop=stops(request),
             end_ids=end_ids,
             seed=None if base is None else base + i,  # n choices of one seed differ from one another
+            streaming=request.stream,
         )
         for i in range(request.n)
     ]

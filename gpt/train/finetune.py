@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,4 +90,4 @@ def keep_adapters_only(module: Any, checkpoint: dict[str, Any]) -> None:
         return
     adapters = {f"model.{name}" for name in adapter_state(module.model)}
     checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in adapters}
-    checkpoint["lora_base"] = module.hparams.init_from
+    checkpoint["lora_base"] = str(Path(module.hparams.init_from).resolve())  # found from any folder

@@ -4,6 +4,7 @@ writer; a masked model fills the prompt's <|mask|> tokens instead."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from gpt.data.templates import Message, template
 from gpt.model.generation import SEPARATOR, complete
 from gpt.model.masking import fill_mask, format_fill
+from gpt.model.quantize import int8_weights
 from gpt.tokenizers import CHAT_TOKENS
 
 FILL_CANDIDATES = 5  # masked predict: candidates shown for each <|mask|> when sampling.top_k is unset
@@ -28,9 +30,18 @@ def predict_items(module: Any, batch: list[dict[str, Any]], generator: torch.Gen
             print(format_fill(result) + SEPARATOR, flush=True)
         return [item | result for item, result in zip(batch, results)]
     prompts, chat = prompts_of(module, batch)
-    results = complete(module.model, module.tokenizer, prompts, module.sampling, generator, sys.stdout, **chat)
+    results = complete(decoder(module), module.tokenizer, prompts, module.sampling, generator, sys.stdout, **chat)
     settings = asdict(module.sampling)
     return [item | {"completion": r.text, "finish": r.finish, "settings": settings} for item, r in zip(batch, results)]
+
+
+def decoder(module: Any) -> torch.nn.Module:
+    """The model predict decodes with: int8 weights with sampling.int8 (made once)."""
+    if not module.sampling.int8:
+        return module.model
+    if getattr(module, "int8_model", None) is None:
+        module.int8_model = int8_weights(copy.deepcopy(module.model))
+    return module.int8_model
 
 
 def prompts_of(module: Any, batch: list[dict[str, Any]]) -> tuple[list[str | None], dict[str, Any]]:
