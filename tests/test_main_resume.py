@@ -306,3 +306,75 @@ def test_weights_only_cannot_be_turned_off(tmp_path):
     assert "error: unrecognized arguments: --weights_only false" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 2 and "Traceback" not in result.stderr  # no page of usage
     assert "--weights_only" not in main_here("fit", "--help", cwd=tmp_path).stdout
+
+
+def shard(checkpoint_file, folder):
+    """The checkpoint as FSDP's state_dict_type="sharded" writes it (Lightning's FSDPStrategy): a
+    folder of torch.distributed.checkpoint shards ("model", "optimizer_0") and meta.pt, the rest.
+    (FSDP itself needs CUDA: torch refuses it on a CPU; scripts/gpu_check.py runs the real one.)"""
+    import torch.distributed.checkpoint as dcp
+
+    checkpoint = torch.load(checkpoint_file, weights_only=True)
+    state = {"model": checkpoint.pop("state_dict"), "optimizer_0": checkpoint.pop("optimizer_states")[0]}
+    dcp.save(state, checkpoint_id=folder)
+    torch.save(checkpoint, folder / "meta.pt")
+
+
+def test_a_sharded_checkpoint_resumes_under_fsdp_and_is_joined_for_anything_else(tmp_path):
+    folder = workdir(tmp_path)
+    assert main_here(*FIT, *DATA["windows"], cwd=folder).returncode == 0
+    checkpoints = folder / "lightning_logs/version_0/checkpoints"
+    (checkpoints / "last.ckpt").rename(checkpoints / "whole.ckpt")
+    shard(checkpoints / "whole.ckpt", checkpoints / "last.ckpt")
+    # --ckpt_path last finds the folder and reads its settings; this CPU run has no FSDP to read the shards
+    resumed = main_here(*FIT, *DATA["windows"], "--ckpt_path", "last", "--trainer.max_steps", "20", cwd=folder)
+    assert_clean_error(resumed, "checkpoint 'lightning_logs/version_0/checkpoints/last.ckpt' is sharded")
+    assert "consolidate_checkpoint" in resumed.stderr
+    args = ["--data.prompt", "All:", "--model.sampling.max_new_tokens", "20", "--model.sampling.temperature", "0"]
+    refused = main_here("predict", "--ckpt_path", str(checkpoints / "last.ckpt"), *args, cwd=folder)
+    assert_clean_error(
+        refused, "join it into one file first: python -m lightning.pytorch.utilities.consolidate_checkpoint"
+    )
+    joined = subprocess.run(
+        [sys.executable, "-m", "lightning.pytorch.utilities.consolidate_checkpoint", str(checkpoints / "last.ckpt")]
+        + ["--output_file", str(checkpoints / "joined.ckpt")],
+        capture_output=True,
+        text=True,
+    )
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    whole = main_here("predict", "--ckpt_path", str(checkpoints / "whole.ckpt"), *args, cwd=folder)
+    again = main_here("predict", "--ckpt_path", str(checkpoints / "joined.ckpt"), *args, cwd=folder)
+    assert whole.returncode == again.returncode == 0 and whole.stdout == again.stdout and "All:" in whole.stdout
+
+
+class FakeFSDPTrainer:
+    """What save_whole uses of a Trainer under FSDP, writing a folder of shards as it does."""
+
+    def __init__(self):
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        self.strategy, self.is_global_zero, self.fail = FSDPStrategy(), True, False
+
+    def save_checkpoint(self, path, weights_only=False):
+        path.mkdir(exist_ok=True)
+        (path / "__0_0.distcp").write_text(f"shard {self.step}")
+        if self.fail:
+            raise OSError("No space left on device")
+        (path / "meta.pt").write_text(f"meta {self.step}")
+
+
+def test_a_sharded_last_checkpoint_is_replaced_only_once_written_whole(tmp_path):
+    from gpt.train.checkpointing import save_whole
+
+    trainer, last = FakeFSDPTrainer(), tmp_path / "last.ckpt"
+    for trainer.step in (1, 2):
+        save_whole(trainer, last)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+        assert (last / "meta.pt").read_text() == f"meta {trainer.step}"
+    trainer.step, trainer.fail = 3, True
+    with pytest.raises(OSError, match="No space"):
+        save_whole(trainer, last)
+    assert (last / "meta.pt").read_text() == "meta 2" and (last / "__0_0.distcp").read_text() == "shard 2"
+    trainer.step, trainer.fail = 4, False
+    save_whole(trainer, last)  # the next save clears what the failed one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"] and (last / "meta.pt").read_text() == "meta 4"

@@ -25,6 +25,11 @@ from gpt.model.models import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer, tokenizer_from_state
 
 MODEL_PREFIX = "model."  # the LightningModule keeps the model as self.model
+# FSDP's sharded checkpoint (Lightning's FSDPStrategy, state_dict_type="sharded") is a folder:
+# each rank's shard of the weights and optimizer state (torch.distributed.checkpoint's .distcp
+# files) and META, everything else (settings, tokenizer, loops). Read here: META, marked SHARDED.
+META = "meta.pt"
+SHARDED = "sharded_folder"
 
 
 def check_checkpoint(path: str | Path) -> None:
@@ -33,7 +38,7 @@ def check_checkpoint(path: str | Path) -> None:
     was written (torch.save writes a zip archive; its CRC-32 checksums cover every byte).
     """
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir():  # (a sharded checkpoint's folder is read before this: load_checkpoint)
         raise ValueError(f"{str(path)!r} is a folder, not a checkpoint; give a .ckpt file in it, e.g. {path}/last.ckpt")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path")
@@ -61,6 +66,8 @@ def check_checkpoint(path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, on the CPU: checked whole, read without running code from
     the file (weights_only: tensors and plain values only), its weights all finite."""
+    if is_sharded(path):
+        return {**load_checkpoint(Path(path) / META), SHARDED: str(path)}
     check_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -138,8 +145,24 @@ def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int | None) -> None:
         )
 
 
+def is_sharded(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / META).is_file()
+
+
+def refuse_sharded(checkpoint: dict[str, Any]) -> None:
+    """A sharded checkpoint's weights are in its shards, which only FSDP reads: say how to join them."""
+    if SHARDED in checkpoint:
+        path = checkpoint[SHARDED]
+        raise ValueError(
+            f"checkpoint {path!r} is sharded (FSDP's state_dict_type sharded, a folder of shards): fit resumes from "
+            "it under FSDP; to predict, export or start from it, join it into one file first: python -m "
+            f"lightning.pytorch.utilities.consolidate_checkpoint {path}"
+        )
+
+
 def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's state_dict, as the plain torch model names its tensors."""
+    refuse_sharded(checkpoint)
     state = checkpoint.get("state_dict", {})
     return {k.removeprefix(MODEL_PREFIX): v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
 
@@ -211,6 +234,6 @@ def best_checkpoint(last: Path) -> Path:
     if not best:
         raise FileNotFoundError(f"{last} records no best checkpoint (no validation ran before it was saved)")
     path = last.parent / Path(best).name  # the same folder, wherever the run was started from
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"the best checkpoint recorded in {last}, {path}, is gone")
     return path

@@ -6,6 +6,7 @@ atomically and read safely."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -17,10 +18,11 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gpt.files import atomic_write
-from gpt.interop.checkpoint import load_checkpoint
+from gpt.interop.checkpoint import load_checkpoint, refuse_sharded
 
 
 class LatestCheckpoint(Checkpoint):
@@ -60,7 +62,7 @@ class LatestCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # the whole state: a run resumes from it
+        save_whole(trainer, path)
         self.last_model_path, self._saved_at, self._saved_step = str(path), time.monotonic(), trainer.global_step
 
 
@@ -177,7 +179,7 @@ class SaveOnInterrupt(Callback):
     def save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer)
         self._saving = True
-        trainer.save_checkpoint(path, weights_only=False)  # the whole state: weights, optimizer, loops, data
+        save_whole(trainer, path)
         self._saving = False
         self.interrupted = (self.received, trainer.global_step, str(path))
 
@@ -188,6 +190,32 @@ class SaveOnInterrupt(Callback):
             # count the checkpoint callback saves, before the step is counted: give it that one,
             # and the resumed run logs every value at the step an uninterrupted run does.
             checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
+def save_whole(trainer: L.Trainer, path: Path) -> None:
+    """The whole state (weights, optimizer, loops, data position: a run resumes from it) at path,
+    replacing what is there only once written. A file: SafeCheckpointIO writes it beside and
+    renames it. Under FSDP the checkpoint may be a folder of shards, which Lightning writes in
+    place: it is written to a fresh folder and swapped in (the previous one renamed to .old
+    first, so a crash between the two renames leaves last.ckpt.old whole)."""
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        trainer.save_checkpoint(path, weights_only=False)
+        return
+    fresh, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")
+    if trainer.is_global_zero:
+        remove(fresh)  # the shards of a save cut short: none may stay among the new ones
+    trainer.strategy.barrier("save_whole")
+    trainer.save_checkpoint(fresh, weights_only=False)
+    if trainer.is_global_zero:
+        if path.exists():
+            os.replace(path, old)
+        os.replace(fresh, path)
+        remove(old)
+    trainer.strategy.barrier("save_whole")
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -215,4 +243,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 raise
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint(path)
+        checkpoint = load_checkpoint(path)
+        refuse_sharded(checkpoint)  # FSDP reads its shards itself; any other strategy cannot
+        return checkpoint

@@ -56,7 +56,7 @@ def run_folders(experiment: Path) -> list[Path]:
 def newest_last(experiment: Path) -> Path | None:
     """The last.ckpt of the newest run of the experiment that has one."""
     for folder in run_folders(experiment):
-        if (folder / "checkpoints" / LAST).is_file():
+        if (folder / "checkpoints" / LAST).exists():  # a file, or the folder of a sharded checkpoint
             return folder / "checkpoints" / LAST
     return None
 
