@@ -173,7 +173,7 @@ def test_every_model_and_sampling_setting_is_documented_in_help_and_settable(tmp
     settable = [f for f in FIELDS if f not in ("vocab_size", "causal")]
     expected = {f"--model.{name}": doc for name, doc in documented(GPTConfig).items() if name in settable}
     expected |= {f"--model.sampling.{name}": doc for name, doc in documented(SamplingSettings).items()}
-    assert len(expected) == len(settable) + 9
+    assert len(expected) == len(settable) + 10
     for option, doc in expected.items():
         assert option in entries, f"{option} is not in --help"
         assert doc in entries[option], f"{option}: {entries[option]!r} lacks {doc!r}"

@@ -145,6 +145,7 @@ def test_prompts_from_a_file_with_samples_in_order_and_saved_as_json_lines(train
         seed=1337,
         kv_cache=True,
         stream=True,
+        int8=False,
     )
     assert samples(result.stdout) == [r["prompt"] + r["completion"] for r in records]  # what was printed
 

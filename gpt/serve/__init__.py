@@ -1,1 +1,1 @@
-"""Talking to a model: a chat in the terminal, and (to come) an HTTP server and its page."""
+"""Talking to a model: a chat in the terminal (chat.py), and an OpenAI-compatible server with a page (server.py)."""

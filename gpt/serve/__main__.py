@@ -20,9 +20,9 @@ from gpt.serve.server import Served, create_app
 def model_name(ckpt: Path) -> str:
     """The run's name (lightning_logs/NAME/version_N/checkpoints/last.ckpt -> NAME), else the file's."""
     parts = ckpt.resolve().parts
-    return (
-        parts[-4] if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_") else ckpt.stem
-    )
+    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_"):
+        return "gpt" if parts[-4] == "lightning_logs" else parts[-4]  # a run without a config has no name
+    return ckpt.stem
 
 
 def main(args: list[str] | None = None) -> None:
@@ -37,7 +37,7 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--slots", type=int, default=16, help="requests decoded together")
     p.add_argument("--queue", type=int, default=64, help="requests that may wait for a slot; more get 429")
     p.add_argument("--max_body", type=int, default=1_000_000, help="the largest request body, in bytes (413 past it)")
-    p.add_argument("--int8", type=bool, default=False, help="int8 weights: faster decoding on a CPU")
+    p.add_argument("--int8", type=bool, nargs="?", const=True, default=False, help="int8 weights: faster on a CPU")
     p.add_argument(
         "--threads",
         type=int | None,

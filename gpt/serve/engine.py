@@ -149,13 +149,13 @@ class Engine:
                 raise QueueFull("the server is shutting down")
             if len(self.waiting) + len(jobs) > self.max_waiting:
                 raise QueueFull(f"{len(self.waiting)} requests are waiting for one of {self.slots} slots; try again")
-            for job in jobs:
+            for job in jobs:  # every job made ready before any is queued: a request is queued whole or not at all
                 job.tokenizer = job.tokenizer or self.tokenizer
                 job.stream = TextStream(job.tokenizer, job.stop)
                 device = self.cache.lengths.device
                 seed = job.seed if job.seed is not None else random.randrange(2**62)  # unseeded: a fresh draw
                 job.generator = torch.Generator(device=device).manual_seed(seed)
-                self.waiting.append(job)
+            self.waiting.extend(jobs)
             self.lock.notify()
 
     def stop(self, timeout: float = 60.0) -> None:

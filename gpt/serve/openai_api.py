@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gpt.data.templates import Message, Template
 from gpt.model.generation import start_ids
@@ -20,6 +20,7 @@ from gpt.serve.engine import Job
 from gpt.tokenizers import Tokenizer
 
 MAX_N = 16  # choices of one request (each takes a slot)
+MAX_SEED = 2**63 - 1 - MAX_N  # torch's generators take a 64-bit seed; choice i of seed s draws with s + i
 
 
 class BadRequest(Exception):
@@ -40,24 +41,33 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
+    n: StrictInt = Field(default=1, ge=1, le=MAX_N)
     stream: bool = False
     logprobs: Any = None
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1)]  # a text or a list of texts (not token ids)
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[TextPart]  # a list of parts, as OpenAI takes it: text ones only
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
 class ChatRequest(Sampling):
@@ -84,11 +94,11 @@ def chat_ids(tokenizer: Tokenizer, template: Template | None, messages: list[Cha
         raise BadRequest("this model was not fine-tuned to chat (it has no template): use /v1/completions", "messages")
     for m in messages:
         for token in template.special_tokens:
-            if token in m.content:
+            if token in m.text:
                 raise BadRequest(
                     f"a message holds {token}, a token of the model's {template.name} template", "messages"
                 )
-    text = template.prompt([Message(m.role, m.content) for m in messages])
+    text = template.prompt([Message(m.role, m.text) for m in messages])
     try:
         return tokenizer.encode(text, allowed_special=set(template.special_tokens))
     except ValueError as e:

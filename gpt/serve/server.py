@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpt.data.templates import Template
 from gpt.model.models import GPT
@@ -65,6 +66,12 @@ def create_app(served: Served) -> FastAPI:
         served.engine.stop()  # after uvicorn has let the requests in flight finish
 
     app = FastAPI(title="gpt-lightning", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        routes = "/v1/models, /v1/completions, /v1/chat/completions"
+        message = f"{request.method} {request.url.path}: {e.detail}; the API serves {routes}"
+        return JSONResponse(error_body(message), status_code=e.status_code)  # OpenAI's shape, as every other error
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -163,22 +170,29 @@ async def run(request: Request, served: Served, body: Any, chat: bool) -> Any:
     for k, ids in enumerate(prompts):
         make = lambda i, k=k: on_text(k * body.n + i)  # noqa: E731 - choice index across prompts
         jobs += jobs_for(body, ids, served.model, served.tokenizer, ends, make, default)
+    if len(jobs) > served.engine.max_waiting:  # could never be queued: not a 429, which says try again
+        raise BadRequest(
+            f"the request asks for {len(jobs)} completions ({len(prompts)} prompts x n {body.n}); this server "
+            f"queues at most {served.engine.max_waiting} (--queue): send fewer",
+            "n",
+        )
     served.engine.submit(jobs)
     rid, kind = new_id("chatcmpl" if chat else "cmpl"), "chat.completion" if chat else "text_completion"
     if body.stream:
         chunks = stream(request, served, events, jobs, rid, kind + (".chunk" if chat else ""), chat)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     texts, reasons = [""] * len(jobs), [None] * len(jobs)
+    check_at = loop.time() + 0.5
     try:
         while None in reasons:
-            try:
+            with contextlib.suppress(TimeoutError):
                 index, text, finish = await asyncio.wait_for(events.get(), timeout=0.5)
-            except TimeoutError:
+                texts[index] += text
+                reasons[index] = finish or reasons[index]
+            if loop.time() >= check_at:  # twice a second, whether or not text comes: is the client still there?
                 if await request.is_disconnected():
-                    raise asyncio.CancelledError from None
-                continue
-            texts[index] += text
-            reasons[index] = finish or reasons[index]
+                    return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+                check_at = loop.time() + 0.5
     finally:
         for job in jobs:
             job.cancelled = True  # no-op for finished jobs; frees the slots of a client that left

@@ -155,6 +155,8 @@ def show_progress_messages() -> None:
         logger.setLevel(logging.INFO)
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates.
     warnings.filterwarnings("ignore", message="`isinstance\\(treespec, LeafSpec\\)` is deprecated")
+    # DPO's frozen reference model stays in eval mode on purpose (no dropout in its log-probabilities).
+    warnings.filterwarnings("ignore", message="Found \\d+ module\\(s\\) in eval mode at the start of training")
     # Lightning advertises its cloud logger on every run.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
