@@ -124,10 +124,14 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 def parse(kind: type, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise BadRequest(f'the body is a JSON {type(value).__name__}; send an object, e.g. {{"prompt": "..."}}')
     try:
         return kind.model_validate(value)
     except ValidationError as e:
         first = e.errors()[0]
+        if first["loc"][:1] == ("prompt",):  # not pydantic's names of the union's branches (prompt.str, ...)
+            raise BadRequest("prompt: give a string or a non-empty list of strings (token ids are not taken)", "prompt")
         where = ".".join(str(p) for p in first["loc"]) or None
         raise BadRequest(f"{where}: {first['msg']}" if where else first["msg"], where) from None
 
