@@ -3,7 +3,7 @@ sending its requests one after another; tokens/s over all of them and each reque
 1 client is one request at a time: the anchor the batched rows are compared with.
 
     python benchmarks/serve_load.py --ckpt lightning_logs/shakespeare_char_cpu/version_0/checkpoints/last.ckpt
-    python benchmarks/serve_load.py --ckpt CKPT --clients 1 4 16 --requests 48 --max_tokens 48 --int8
+    python benchmarks/serve_load.py --ckpt CKPT --clients 1 4 16 --requests 384 --max_tokens 48 --int8
 
 Bounded: at most --requests requests a level, each with a timeout; the server is started here
 (in a process of its own, listening on 127.0.0.1 only) and stopped by its pid at the end.
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=48, help="requests a level (16 clients: 3 each)")
+    parser.add_argument("--requests", type=int, default=384, help="requests a level (16 clients: 24 each)")
     parser.add_argument("--max_tokens", type=int, default=48)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--int8", action="store_true", help="serve int8 weights")
