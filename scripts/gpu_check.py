@@ -1,5 +1,6 @@
 """Every GPU path of the project, checked by one command that prints a table: the first minutes
-on a new GPU (an H100/H200: about 8 minutes) tell what works, how fast, and what fails.
+on a new GPU tell what works, how fast, and what fails. (It has not run on a GPU yet: the
+checks but baby's 5000 steps are meant to take a few minutes on an H100/H200.)
 
     python scripts/gpu_check.py                         # on a GPU: every check, then baby to val <= 1.47
     python scripts/gpu_check.py --skip baby             # every check but the 5000-step run
@@ -157,7 +158,8 @@ class Checks:
         half += ["--trainer.limit_val_batches", str(val_batches)]
         whole = scalars(fit(self.workdir / "accumulate", fp32)[1], "val/loss")[-1][1]
         val = scalars(fit(self.workdir / "accumulate", half)[1], "val/loss")[-1][1]
-        assert abs(val - whole) < 1e-3, f"val {val:.6f} with 2 micro-batches vs {whole:.6f} with one"
+        tolerance = 1e-2 if CUDA else 0.0  # a CPU sums to the bit; a GPU's kernels in another order
+        assert abs(val - whole) <= tolerance, f"val {val:.6f} with 2 micro-batches vs {whole:.6f} with one"
         return f"fp32, 2 x {batch // 2} a step: val {val:.6f}; 1 x {batch}: {whole:.6f}"
 
     def ddp(self) -> str:
