@@ -158,7 +158,7 @@ class Checks:
         half += ["--trainer.limit_val_batches", str(val_batches)]
         whole = scalars(fit(self.workdir / "accumulate", fp32)[1], "val/loss")[-1][1]
         val = scalars(fit(self.workdir / "accumulate", half)[1], "val/loss")[-1][1]
-        tolerance = 1e-2 if CUDA else 0.0  # a CPU sums to the bit; a GPU's kernels in another order
+        tolerance = 1e-2 if CUDA else 1e-5  # a GPU's kernels sum in another order
         assert abs(val - whole) <= tolerance, f"val {val:.6f} with 2 micro-batches vs {whole:.6f} with one"
         return f"fp32, 2 x {batch // 2} a step: val {val:.6f}; 1 x {batch}: {whole:.6f}"
 

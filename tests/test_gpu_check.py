@@ -37,7 +37,7 @@ def test_the_gpu_check_runs_every_cpu_path_and_prints_its_table(tmp_path):
     assert results == {name: "n/a" if "FSDP" in name or "baby" in name else "ok" for name in CHECKS}
     assert "fused AdamW" in rows["fit bf16-mixed"][1] and "flash_attention" in rows["flash attention"][1]
     accumulated, whole = (line.split(": ")[-1] for line in rows["gradient accumulation"][1].split("; "))
-    assert accumulated.removeprefix("val ") == whole  # 2 x 4 a step and 1 x 8: the same model, to the bit
+    assert abs(float(accumulated.removeprefix("val ")) - float(whole)) <= 1e-5  # 2 x 4 a step and 1 x 8: one model
     assert (tmp_path / "table.md").read_text() == result.stdout.rstrip() + "\n"
 
 
