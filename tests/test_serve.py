@@ -311,15 +311,22 @@ def test_a_client_that_hangs_up_frees_its_slot_and_sigterm_finishes_what_is_in_f
 
 @pytest.mark.slow
 def test_the_server_command_refuses_bad_settings(checkpoints):
-    result = subprocess.run(
-        [sys.executable, "-m", "gpt.serve", str(checkpoints[0]) + "x", "--port", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        timeout=60,
-    )
+    def serve(*args):
+        command = [sys.executable, "-m", "gpt.serve", *args]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+
+    result = serve(str(checkpoints[0]) + "x", "--port", "1")
     assert result.returncode == 1 and "error: checkpoint" in result.stderr and "does not exist" in result.stderr
+    with socket.socket() as taken:  # another server holds the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve(str(checkpoints[0]), "--port", str(port))
+    assert result.returncode == 1 and f"error: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr and "serving" not in result.stderr
+    result = serve(str(checkpoints[0]), "--port", "70000")
+    assert result.returncode == 1 and "error: --port must be from 0 to 65535" in result.stderr
 
 
 def test_int8_weights_decode_as_predict_and_the_engine_do(checkpoints, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,24 @@ def model_name(ckpt: Path) -> str:
     if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_"):
         return "gpt" if parts[-4] == "lightning_logs" else parts[-4]  # a run without a config has no name
     return ckpt.stem
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model is served: a port in use, out of range or a
+    host that is not this machine's is one error line, not uvicorn's traceback."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be from 0 to 65535 (0: any free port), got {port}")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port just freed is free
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ValueError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): another server may hold the port, or the host "
+            "is not this machine's; give another --port or --host"
+        ) from None
+    return sock
 
 
 def main(args: list[str] | None = None) -> None:
@@ -65,20 +84,16 @@ def main(args: list[str] | None = None) -> None:
     served = Served(engine, name, chat, a.api_key or os.environ.get("GPT_API_KEY"), a.max_body)
     import uvicorn
 
-    config = uvicorn.Config(
-        create_app(served), host=a.host, port=a.port, log_level="warning", timeout_graceful_shutdown=120
-    )
+    sock = listening_socket(a.host, a.port)
+    config = uvicorn.Config(create_app(served), log_level="warning", timeout_graceful_shutdown=120)
     kinds = "completions and chat" if chat else "completions"
-    print(
-        f"serving {name} ({kinds}) on http://{a.host}:{a.port}/ (the page) and /v1 (the API)",
-        file=sys.stderr,
-        flush=True,
-    )
+    port = sock.getsockname()[1]  # --port 0: the free port the system gave
+    print(f"serving {name} ({kinds}) on http://{a.host}:{port}/ (the page) and /v1 (the API)", file=sys.stderr)
     # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the
     # signal again for the handler it found: ours lets the process end with 0, as it should.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
     print("stopped: every request in flight was answered", file=sys.stderr)
 
 
