@@ -262,6 +262,10 @@ def test_the_openai_client_completes_and_chats_streaming_or_not(live):
     )
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason is not None
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == chat.choices[0].message.content
+    options = dict(messages=messages, temperature=0, max_tokens=20, stream=True)
+    counted = list(client.chat.completions.create(model="tiny", **options, stream_options={"include_usage": True}))
+    assert counted[-1].choices == [] and counted[-1].usage == chat.usage  # usage last, when asked for
+    assert [c.choices for c in counted[:-1]] == [c.choices for c in chunks] and chunks[-1].usage is None
     assert "<|end|>" not in chat.choices[0].message.content
 
 

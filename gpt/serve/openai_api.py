@@ -35,6 +35,10 @@ def error_body(message: str, param: str | None = None, code: str | None = None, 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # a last chunk with the usage and no choices
+
+
 class Sampling(BaseModel):
     """What both endpoints take besides the prompt (OpenAI's names; unknown fields ignored)."""
 
@@ -49,7 +53,12 @@ class Sampling(BaseModel):
     seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     n: StrictInt = Field(default=1, ge=1, le=MAX_N)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     logprobs: Any = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class CompletionRequest(Sampling):

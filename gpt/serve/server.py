@@ -183,7 +183,8 @@ async def run(request: Request, served: Served, body: Any, chat: bool) -> Any:
     served.engine.submit(jobs)
     rid, kind = new_id("chatcmpl" if chat else "cmpl"), "chat.completion" if chat else "text_completion"
     if body.stream:
-        chunks = stream(request, served, events, jobs, rid, kind + (".chunk" if chat else ""), chat)
+        prompt_tokens = sum(len(ids) for ids in prompts) if body.include_usage else None
+        chunks = stream(served, events, jobs, rid, kind + (".chunk" if chat else ""), chat, prompt_tokens)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     texts, reasons = [""] * len(jobs), [None] * len(jobs)
     check_at = loop.time() + 0.5
@@ -209,8 +210,12 @@ async def run(request: Request, served: Served, body: Any, chat: bool) -> Any:
     return completion(kind, rid, served.name, choices, used)
 
 
-async def stream(request: Request, served: Served, events: asyncio.Queue, jobs: list, rid: str, kind: str, chat: bool):
-    """Server-sent events: a chunk for each piece of text as it comes, then `data: [DONE]`."""
+async def stream(
+    served: Served, events: asyncio.Queue, jobs: list, rid: str, kind: str, chat: bool, prompt_tokens: int | None
+):
+    """Server-sent events: a chunk for each piece of text as it comes, then, when the request
+    asked for it (stream_options.include_usage), a chunk with no choices and the usage, then
+    `data: [DONE]`."""
 
     def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> str:
         if chat:
@@ -232,6 +237,9 @@ async def stream(request: Request, served: Served, events: asyncio.Queue, jobs: 
             if finish is not None:
                 done += 1
                 yield chunk(index, None, finish)
+        if prompt_tokens is not None:
+            used = usage(prompt_tokens, sum(job.written for job in jobs))
+            yield f"data: {json.dumps(completion(kind, rid, served.name, [], used))}\n\n"
         yield "data: [DONE]\n\n"
     finally:  # the client left (Starlette cancels this generator): free its slots
         for job in jobs:
