@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gpt.model.optim import cosine_lr
-from gpt.train.runs import hold_run
+from gpt.train.runs import hold_run, newest_last
 from helpers import LINES_TEXT, ROOT, SPEECHES_TEXT, assert_clean_error, main_here, run_main, scalars
 
 pytestmark = pytest.mark.slow  # fits interrupted, killed and resumed through the CLI, DDP among them
@@ -378,3 +378,7 @@ def test_a_sharded_last_checkpoint_is_replaced_only_once_written_whole(tmp_path)
     trainer.step, trainer.fail = 4, False
     save_whole(trainer, last)  # the next save clears what the failed one left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"] and (last / "meta.pt").read_text() == "meta 4"
+    run = tmp_path / "lightning_logs/version_0/checkpoints"  # a crash between the swap's two renames:
+    run.mkdir(parents=True)
+    last.rename(run / "last.ckpt.old")
+    assert newest_last(tmp_path / "lightning_logs") == run / "last.ckpt.old"  # --ckpt_path last still finds it

@@ -56,8 +56,11 @@ def run_folders(experiment: Path) -> list[Path]:
 def newest_last(experiment: Path) -> Path | None:
     """The last.ckpt of the newest run of the experiment that has one."""
     for folder in run_folders(experiment):
-        if (folder / "checkpoints" / LAST).exists():  # a file, or the folder of a sharded checkpoint
-            return folder / "checkpoints" / LAST
+        last = folder / "checkpoints" / LAST
+        if last.exists():  # a file, or the folder of a sharded checkpoint
+            return last
+        if last.with_name(LAST + ".old").exists():  # a sharded save cut between its two renames (save_whole)
+            return last.with_name(LAST + ".old")
     return None
 
 
