@@ -89,6 +89,10 @@ def main(args: list[str] | None = None) -> None:
     kinds = "completions and chat" if chat else "completions"
     port = sock.getsockname()[1]  # --port 0: the free port the system gave
     print(f"serving {name} ({kinds}) on http://{a.host}:{port}/ (the page) and /v1 (the API)", file=sys.stderr)
+    if served.api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: no API key: anyone who can reach {a.host}:{port} can use the model (--api_key)", file=sys.stderr
+        )
     # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the
     # signal again for the handler it found: ours lets the process end with 0, as it should.
     for signum in (signal.SIGINT, signal.SIGTERM):
