@@ -12,6 +12,7 @@ Bounded: at most --requests requests a level, each with a timeout; the server is
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import statistics
@@ -33,6 +34,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start(command: list[str], url: str) -> subprocess.Popen:
+    """A server in a session of its own (its workers, if any, stopped with it), once /health answers."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(1200):  # up to 120 s
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    stop(process)
+    raise SystemExit(f"error: the server at {url} did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server and every process it started, by the group's id; SIGKILL after 60 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def measure(command: list[str], url: str, clients: list[int], requests: int, max_tokens: int) -> list[dict]:
+    """Start the server, warm it up, run each level of clients, stop it."""
+    process = start(command, url)
+    try:
+        level(url, 1, 2, max_tokens)  # warm up
+        return [level(url, c, max(requests, c), max_tokens) for c in clients]
+    finally:
+        stop(process)
 
 
 def level(url: str, clients: int, requests: int, max_tokens: int) -> dict:
@@ -96,20 +129,7 @@ def main() -> None:
         str(args.slots),
     ]
     command += (["--int8", "true"] if args.int8 else []) + (["--threads", str(args.threads)] if args.threads else [])
-    server = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # up to 60 s to start
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        level(url, 1, 2, args.max_tokens)  # warm up
-        rows = [level(url, c, max(args.requests, c), args.max_tokens) for c in args.clients]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
+    rows = measure(command, f"http://127.0.0.1:{port}", args.clients, args.requests, args.max_tokens)
     base = rows[0]["tokens_per_s"]
     setting = (", int8" if args.int8 else "") + (f", {args.threads} torch threads" if args.threads else "")
     print(f"{args.ckpt}, {args.max_tokens} new tokens a request, slots {args.slots}{setting}")

@@ -16,18 +16,14 @@ benchmarks/serve_load.py's (its clients, prompts and request count).
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from serve_load import free_port, httpx, level  # noqa: E402
+from serve_load import free_port, measure  # noqa: E402
 
 try:
     import litserve as ls
@@ -92,32 +88,6 @@ def litserve_app(ckpt: str, port: int, max_batch_size: int, batch_timeout: float
     api = GPTCompletions(ckpt, max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/v1/completions")
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=120)
     server.run(host="127.0.0.1", port=port, generate_client_file=False, log_level="warning")
-
-
-def started(command: list[str], url: str, health: str) -> subprocess.Popen:
-    # A session of its own: LitServe's workers are its children, stopped with it by the group's id.
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(1200):  # up to 120 s
-        try:
-            if httpx.get(url + health, timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"error: the server at {url} did not start")
-
-
-def measure(command: list[str], url: str, clients: list[int], requests: int, max_tokens: int) -> list[dict]:
-    process = started(command, url, "/health")
-    try:
-        level(url, 1, 2, max_tokens)  # warm up
-        return [level(url, c, max(requests, c), max_tokens) for c in clients]
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and every process it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main() -> None:

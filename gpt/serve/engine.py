@@ -248,7 +248,7 @@ class Engine:
         job.stream.push(token)
         if job.stream.finish == "stop":  # a stop string
             return self.finish(job, "stop")
-        full = int(self.cache.lengths[job.slot]) + 1 > self.cache.capacity
+        full = len(job.ids) + job.written > self.cache.capacity  # its cache row: the prompt and all but the last token
         if job.written >= job.max_tokens or full:
             return self.finish(job, "length")
         if job.streaming and (text := job.stream.release()):
