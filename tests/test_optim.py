@@ -87,20 +87,40 @@ def test_adamw_runs_fused_when_every_parameter_is_on_one_kind_of_device():
 
 
 def test_fused_adamw_on_the_cpu_steps_as_the_loop_does():
-    """The fused CPU kernel is the same AdamW: after 20 steps the weights agree with torch's
-    single-tensor loop to float rounding."""
+    """The fused CPU kernel is the same AdamW as torch's single-tensor loop: given the same
+    gradients for 20 steps, the weights differ by no more than float rounding can make them.
+
+    The bound, from the arithmetic: fp32 rounds a value by at most 2^-24 of itself. A step
+    rounds a weight twice at its own scale (the decay, then the update added) and its update at
+    the update's scale some 50 times: m and v a few times a step each, carried on by beta1 and
+    beta2 (20 steps of v's rounding add up to 18 steps' worth at beta2 0.99), then the square
+    root, eps, the division. The two compute in another order and vectorise differently on
+    AVX2 and AVX512 (ATEN_CPU_CAPABILITY), so the last bits differ by CPU; a test feeding each
+    model its own gradients would instead let those bits grow through the network."""
     torch.manual_seed(0)
     models = [GPT(smallest_config(n_head=2, n_embd=16)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
+    fused, loop = (list(m.parameters()) for m in models)
     optimizers = [adamw(models[0], 1e-2, 0.1, fused=True), adamw(models[1], 1e-2, 0.1, fused=False)]
     x = torch.randint(0, 10, (4, 8))
+    start = [p.detach().clone() for p in loop]
+    unit = torch.finfo(torch.float32).eps / 2  # 2^-24
+    bound = [torch.zeros_like(p) for p in loop]
     for _ in range(20):
-        for model, optimizer in zip(models, optimizers):
-            optimizer.zero_grad()
-            model(x).square().mean().backward()
+        optimizers[0].zero_grad()
+        models[0](x).square().mean().backward()
+        for a, b in zip(fused, loop):
+            b.grad = a.grad.clone()
+        before = [p.detach().clone() for p in loop]
+        for optimizer in optimizers:
             optimizer.step()
-    for a, b in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for limit, p, old in zip(bound, loop, before):
+            limit += unit * (2 * old.abs() + 50 * (p.detach() - old).abs())
+    for a, b, limit in zip(fused, loop, bound):
+        difference = (a - b).detach().abs()
+        assert (difference <= limit).all(), float((difference / limit).max())
+    moved = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(loop, start))
+    assert moved > 1000 * max(float(limit.max()) for limit in bound)  # the bound is tight beside the steps
 
 
 def test_param_groups_tell_matrices_by_module_not_shape():
@@ -195,6 +215,49 @@ def test_muon_resumed_from_its_state_dict_steps_as_if_never_stopped():
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert len(again.state) == len(list(straight.parameters()))  # both optimizers' moments came back
+
+
+def test_muon_with_newton_schulz_in_bf16_is_torchs_muon_to_the_bit(monkeypatch):
+    """Ours differs from torch.optim.Muon only in the dtype of Newton-Schulz: in bf16 (a GPU's)
+    it writes torch's floats, its state dict is torch's, and each loads the other's."""
+    import gpt.model.muon as muon
+
+    monkeypatch.setattr(muon, "newton_schulz_dtype", lambda device: torch.bfloat16)
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(16, 48))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    settings = dict(lr=1e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    optimizers = muon.Muon(ours, **settings), torch.optim.Muon(theirs, **settings)
+    for _ in range(4):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        for optimizer in optimizers:
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert all(float((a - a0).abs().max()) > 1e-3 for a, a0 in zip(ours, start))  # the steps moved them
+    mine, torchs = (o.state_dict() for o in optimizers)
+    assert mine["param_groups"] == torchs["param_groups"]
+    optimizers[1].load_state_dict(mine)
+    optimizers[0].load_state_dict(torchs)
+
+
+def test_newton_schulz_in_fp32_orthogonalises_as_bf16_does():
+    """fp32 (a CPU's) and bf16 give the same matrix to bf16's precision, and either is nearly
+    orthogonal: Muon's quintic leaves every singular value between about 0.7 and 1.2."""
+    from gpt.model.muon import newton_schulz, newton_schulz_dtype
+
+    G = torch.randn(96, 32, generator=torch.Generator().manual_seed(0))
+    steps = dict(coefficients=(3.4445, -4.7750, 2.0315), steps=5, eps=1e-7)
+    fp32, bf16 = (newton_schulz(G, **steps, dtype=dtype) for dtype in (torch.float32, torch.bfloat16))
+    assert fp32.dtype == torch.float32 and fp32.shape == G.shape
+    assert float((fp32 - bf16.float()).abs().max()) < 0.05  # bf16 keeps 8 bits: 2^-8 of values near 1, a few times
+    singular = torch.linalg.svdvals(fp32)
+    assert 0.6 < float(singular.min()) and float(singular.max()) < 1.25
+    assert float(torch.linalg.svdvals(G).max() / torch.linalg.svdvals(G).min()) > 2  # G itself was not
+    assert newton_schulz_dtype(torch.device("cpu")) == torch.float32
+    assert newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16
 
 
 def test_the_optimizer_is_fused_unless_fp16_scales_the_gradients():
