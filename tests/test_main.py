@@ -116,6 +116,29 @@ def test_bf16_mixed_trains_the_model_fp32_does(small_corpus, tmp_path):
     assert val_loss["bf16-mixed"] == pytest.approx(val_loss["fp32"], abs=5e-3)
 
 
+@pytest.mark.parametrize("slowdown", [60.0, 1.1])
+def test_bf16_on_a_cpu_without_it_warns_once_with_the_measured_cost(small_corpus, tmp_path, monkeypatch, slowdown):
+    """On a CPU that emulates bf16 (AVX2 only: a matmul ~60x slower), one line says what it
+    costs; where bf16 is native, nothing. The measurement is replaced here: both CPUs in one
+    test, on any machine (`ONEDNN_MAX_CPU_ISA=AVX2` makes a bf16 CPU emulate it for real)."""
+    import gpt.train.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_slowdown", lambda: slowdown)
+    monkeypatch.setattr(runtime, "_warned_bf16", [])
+    args = [*fit_args(small_corpus, tmp_path / "data", steps=2), "--trainer.precision", "bf16-mixed"]
+    args += ["--trainer.limit_val_batches", "1"]
+    result = main_here(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if "bf16" in line and line.startswith("warning:")]
+    if slowdown > 2:
+        assert len(lines) == 1 and "takes 60x as long as fp32's" in lines[0] and "32-true" in lines[0], lines
+    else:
+        assert lines == []
+    monkeypatch.setattr(runtime, "_warned_bf16", [])
+    again = main_here(*args, "--trainer.precision", "32-true", cwd=tmp_path)  # fp32: nothing to say
+    assert again.returncode == 0 and "bf16" not in again.stderr
+
+
 def test_runs_of_a_config_go_to_a_folder_named_after_it(small_corpus, tmp_path):
     (tmp_path / "configs" / "lab").mkdir(parents=True)
     (tmp_path / "configs" / "lab" / "tiny.yaml").write_text("trainer:\n  max_steps: 2\n  val_check_interval: 2\n")

@@ -119,7 +119,9 @@ def matmul_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = t
     device = torch.device(device)
     key = (str(device), dtype)
     if key not in _measured:
-        n = 2048
+        # A CPU without native bf16 emulates it about 60x slower than fp32 at any size: a 512
+        # matmul tells that rate in a second where 2048's would take a minute.
+        n = 512 if device.type == "cpu" and dtype == torch.bfloat16 and cpu_bf16_slowdown() > 2 else 2048
         # Its own generator: measuring must not move the global random state a run resumes from.
         generator = torch.Generator(device).manual_seed(0)
         a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=generator) for _ in range(2))
@@ -132,6 +134,30 @@ def matmul_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = t
             best = min(best, time.perf_counter() - start)
         _measured[key] = 2 * n**3 / best
     return _measured[key]
+
+
+_bf16_slowdown: list[float] = []
+
+
+def cpu_bf16_slowdown() -> float:
+    """How many times longer a 256 x 256 matmul takes in bf16 than in fp32 on this CPU (best of
+    5 each, a few milliseconds, measured once per process): about 1 where the CPU has native
+    bf16 (AVX512-BF16, AMX), about 60 where it has AVX2 only and bf16 is emulated."""
+    if not _bf16_slowdown:
+        generator = torch.Generator().manual_seed(0)  # its own: the global random state stays
+        a = torch.randn(256, 256, generator=generator)
+        seconds = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            x = a.to(dtype)
+            x @ x  # warm-up: the first call picks and prepares a kernel
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                x @ x
+                best = min(best, time.perf_counter() - start)
+            seconds[dtype] = best
+        _bf16_slowdown.append(seconds[torch.bfloat16] / seconds[torch.float32])
+    return _bf16_slowdown[0]
 
 
 def human_bytes(n: int) -> str:

@@ -39,6 +39,7 @@ from gpt.train.runtime import (
     rng_state,
     set_matmul_precision,
     set_rng_state,
+    warn_if_bf16_is_slow,
 )
 
 log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
@@ -266,6 +267,7 @@ class LitGPT(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         set_matmul_precision(self.trainer.strategy.root_device, self.hparams.tf32)
+        warn_if_bf16_is_slow(self.trainer)
         if self.hparams.compile and stage != "predict" and self.compiled_forward is None:
             self.compiled_forward = compile_forward(self.model, self.trainer)
         datamodule = getattr(self.trainer, "datamodule", None)

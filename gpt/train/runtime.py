@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from gpt.data.datasets import grad_accumulation
+from gpt.eval.report import cpu_bf16_slowdown
 from gpt.model.optim import WarmupCosine, adamw, describe_groups, muon_adamw
 from gpt.train.callbacks import DropoutSchedule
 
@@ -34,6 +35,24 @@ def set_matmul_precision(device: torch.device, tf32: bool) -> None:
     is left as it is."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+_warned_bf16: list[bool] = []
+
+
+def warn_if_bf16_is_slow(trainer: L.Trainer) -> None:
+    """bf16 on a CPU without native bf16 (AVX2 only) runs its matmuls tens of times slower than
+    fp32: say so once, with the cost measured here, rather than train silently slower."""
+    if _warned_bf16 or trainer.strategy.root_device.type != "cpu" or "bf16" not in str(trainer.precision):
+        return
+    slowdown = cpu_bf16_slowdown()
+    if slowdown > 2:
+        _warned_bf16.append(True)
+        log.warning(
+            f"warning: this CPU has no native bf16 in use (torch's CPU capability: "
+            f"{torch.backends.cpu.get_cpu_capability()}): a bf16 matmul takes {slowdown:.0f}x as long as fp32's "
+            f"(measured now), so trainer.precision {trainer.precision} trains many times slower than 32-true"
+        )
 
 
 def compile_forward(model: torch.nn.Module, trainer: L.Trainer) -> Callable[..., torch.Tensor]:
