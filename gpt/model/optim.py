@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from gpt.model.muon import Muon
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay every matrix (Linear weights, embeddings); never biases or norm gains.
@@ -95,7 +97,7 @@ def muon_adamw(
         g | {"params": [p for p in g["params"] if all(p is not h for h in hidden)]}
         for g in param_groups(model, weight_decay)
     ]
-    muon = torch.optim.Muon(
+    muon = Muon(
         [{"params": hidden, "weight_decay": weight_decay, "name": "muon"}],
         lr=learning_rate,
         momentum=0.95,
