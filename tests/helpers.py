@@ -58,6 +58,14 @@ def shakespeare_file() -> Path:
     pytest.skip("Tiny Shakespeare is not on this machine; set TINY_SHAKESPEARE=/path/to/input.txt")
 
 
+def eval_data() -> Path:
+    """../shared/data/eval: the benchmarks' files (LAMBADA, PIQA, MMLU, GSM8K, HumanEval)."""
+    folder = ROOT.parent / "shared" / "data" / "eval"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not on this machine")
+    return folder
+
+
 def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python main.py ARGS` the way a user does, in `cwd`."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
