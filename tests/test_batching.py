@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gpt.model import batching
-from gpt.model.batching import Request, decode, forward_rows
+from gpt.model.batching import Request, decode, draw, forward_rows
 from gpt.model.generation import SamplingSettings, complete
 from gpt.model.models import build_model
 from gpt.tokenizers import ENDOFTEXT, CharTokenizer
@@ -99,3 +99,14 @@ def test_requests_are_checked_before_any_is_decoded(model):
     with pytest.raises(ValueError, match="batched decoding needs a causal GPT with a KV cache, and this is arch"):
         decode(teaching, TOKENIZER, [Request([1], 4)])
     assert decode(model, TOKENIZER, []) == []
+
+
+def test_draw_picks_what_torch_multinomial_picks_with_each_rows_generator():
+    probs = torch.softmax(3 * torch.randn(6, 5000, generator=torch.Generator().manual_seed(0)), dim=-1)
+    for seed in range(20):
+        expected = [
+            int(torch.multinomial(p[None], 1, generator=torch.Generator().manual_seed(seed + i)))
+            for i, p in enumerate(probs)
+        ]
+        drawn = draw(probs, [torch.Generator().manual_seed(seed + i) for i in range(6)])
+        assert drawn == expected

@@ -5,6 +5,7 @@ what is asserted) and on one forced to answer right (1)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from gpt.data.templates import template
 from gpt.errors import exit_on_user_error
 from gpt.eval import execute, sampling
 from gpt.eval.checkers import checker, exact_match, gsm8k_correct, gsm8k_number, humaneval_passes, normalized
+from gpt.eval.datafiles import find_data_dir
 from gpt.eval.sampling import fit_to_context
 from gpt.eval.task import EvalSettings
 from gpt.eval.tasks.gsm8k import TASK as GSM8K
@@ -22,7 +24,7 @@ from gpt.eval.tasks.humaneval import pass_at_k
 from gpt.model.batching import Decoded
 from gpt.model.models import GPT
 from gpt.tokenizers import CHAT_TOKENS, CharTokenizer, TiktokenTokenizer
-from helpers import eval_data, tiny_config, write_jsonl
+from helpers import ROOT, eval_data, tiny_config, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -97,12 +99,25 @@ def test_the_files_are_checked_as_they_load(tmp_path):
     humaneval = tmp_path / "humaneval" / "HumanEval.jsonl.gz"
     humaneval.parent.mkdir()
     humaneval.write_bytes((eval_data() / "humaneval" / "HumanEval.jsonl.gz").read_bytes()[:5000])
-    with pytest.raises(ValueError, match="HumanEval.jsonl.gz is damaged \\("):
+    with pytest.raises(ValueError) as cut_short:
         HUMANEVAL.load(tmp_path)
+    assert "HumanEval.jsonl.gz is damaged (" in str(cut_short.value)
     with pytest.raises(FileNotFoundError, match="nowhere/gsm8k/test.jsonl does not exist"):
         GSM8K.load(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="--limit must be at least 1"):
         HUMANEVAL.load(eval_data(), limit=0)
+
+
+def test_the_data_is_found_in_data_eval_or_beside_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert find_data_dir(None, "gsm8k/test.jsonl").resolve() == eval_data().resolve()
+    assert find_data_dir(str(eval_data()), "gsm8k/test.jsonl") == eval_data()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is in neither data/eval/ nor ../shared/data/eval/: put it in"):
+        find_data_dir(None, "humaneval/HumanEval.jsonl.gz")
+    (tmp_path / "data" / "eval" / "humaneval").mkdir(parents=True)
+    (tmp_path / "data" / "eval" / "humaneval" / "HumanEval.jsonl.gz").write_bytes(b"")
+    assert find_data_dir(None, "humaneval/HumanEval.jsonl.gz") == Path("data/eval")
 
 
 def forced(answers: list[str], seen: list | None = None):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt.eval import executor
 from gpt.eval.checkers import humaneval_program
 from gpt.eval.executor import run_program, run_programs
 from helpers import eval_data
@@ -50,6 +51,13 @@ def test_a_program_may_write_in_its_own_folder_and_read_the_standard_library(tmp
     assert run_program("assert 1 == 2", parent=str(tmp_path)).result == "failed: AssertionError: "
     with pytest.raises(ValueError, match="a program needs a timeout > 0"):
         run_program("pass", timeout=0)
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_failing_program(tmp_path, monkeypatch):
+    monkeypatch.setattr(executor, "SANDBOX", tmp_path / "missing.py")
+    with pytest.raises(OSError, match="the sandbox could not run a program here: .*missing.py"):
+        run_program("pass", parent=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "process-group"])

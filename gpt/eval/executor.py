@@ -79,8 +79,9 @@ def run_program(
     lines = output.decode("utf-8", "replace").strip().splitlines()
     try:
         return Outcome(**json.loads(lines[-1]))
-    except (IndexError, ValueError, TypeError):
-        return Outcome(False, f"failed: the sandbox gave no result ({' '.join(lines[-3:])[-300:]})")
+    except (IndexError, ValueError, TypeError):  # the sandbox itself failed: an error, not a score of 0
+        said = " ".join(lines[-3:])[-300:] or "no output"
+        raise OSError(f"the sandbox could not run a program here: {said}") from None
 
 
 def read_until_closed(fd: int, seconds: float) -> tuple[bytes, bool]:
