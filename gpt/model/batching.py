@@ -291,7 +291,8 @@ def decode(
 ) -> list[Decoded]:
     """Write every request, `slots` at a time with continuous batching; results in input order.
     on_finish(i, result) is called as request i ends (for progress, or to start work on it).
-    Every request is checked before any is decoded."""
+    Requests with one prompt admitted together share its prefill: give a prompt's n samples
+    next to each other. Every request is checked before any is decoded."""
     for i, r in enumerate(requests):
         check_request(r, model.config.block_size, f"request {i}")
     if not requests:
