@@ -58,6 +58,14 @@ def shakespeare_file() -> Path:
     pytest.skip("Tiny Shakespeare is not on this machine; set TINY_SHAKESPEARE=/path/to/input.txt")
 
 
+def eval_data() -> Path:
+    """../shared/data/eval: the benchmarks' files (LAMBADA, PIQA, MMLU, GSM8K, HumanEval)."""
+    folder = ROOT.parent / "shared" / "data" / "eval"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not on this machine")
+    return folder
+
+
 def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python main.py ARGS` the way a user does, in `cwd`."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -153,6 +161,22 @@ def smallest_config(**kwargs):
     from gpt.model.config import GPTConfig
 
     return GPTConfig(**{**SMALLEST, **kwargs})
+
+
+def noisy_gpt(seed: int = 0, **kwargs):
+    """A GPT of TINY's sizes (any changed by kwargs), in eval mode, with large random weights:
+    an untrained one at GPT-2's init repeats one id, and any two decoders would agree on that."""
+    import torch
+
+    from gpt.model.models import GPT
+
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(**kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.0)
+    return model
 
 
 # ---- the command line

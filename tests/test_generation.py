@@ -23,23 +23,14 @@ from gpt.model.layers import AttentionContext, KVCache, rope_cache
 from gpt.model.models import GPT, build_model
 from gpt.tokenizers import ENDOFTEXT, BPETokenizer, CharTokenizer
 from gpt.tokenizers.bpe import SPLIT_PATTERNS
-from helpers import smallest_config, tiny_config
+from helpers import noisy_gpt, smallest_config, tiny_config
 
 BLOCK = 16
 FIFTY_CHARS = "".join(chr(65 + i) for i in range(50))  # a character for each id of tiny()'s vocabulary
 
 
 def tiny(pos: str = "learned", **kwargs) -> GPT:
-    """A GPT with large random weights: an untrained one at GPT-2's init repeats one id,
-    and any two decoders would agree on that."""
-    torch.manual_seed(0)
-    config = tiny_config(block_size=BLOCK, pos=pos, **kwargs)
-    model = GPT(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 1.0)
-    return model
+    return noisy_gpt(block_size=BLOCK, pos=pos, **kwargs)
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope"])

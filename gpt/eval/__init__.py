@@ -1,1 +1,2 @@
-"""Measuring a model: HellaSwag, reports of size and memory, attention maps."""
+"""Measuring a model: benchmark tasks (gsm8k and humaneval in tasks/, scored by checkers.py; code
+run in executor.py's sandbox), HellaSwag, reports of size and memory, attention maps."""
