@@ -169,7 +169,7 @@ def test_masked_training_logs_accuracy_and_val_masks_are_seeded(tmp_path, mode):
 
 
 def test_tf32_is_set_on_cuda_only():
-    from gpt.train.lit_module import set_matmul_precision
+    from gpt.train.runtime import set_matmul_precision
 
     before = torch.get_float32_matmul_precision()
     try:

@@ -37,9 +37,8 @@ from gpt.train.runtime import (
     gather_from_ranks,
     optimizer_and_schedule,
     rng_state,
-    set_matmul_precision,
+    set_precision,
     set_rng_state,
-    warn_if_bf16_is_slow,
 )
 
 log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
@@ -266,8 +265,7 @@ class LitGPT(L.LightningModule):
     # ---- the tokenizer and checkpoints
 
     def setup(self, stage: str) -> None:
-        set_matmul_precision(self.trainer.strategy.root_device, self.hparams.tf32)
-        warn_if_bf16_is_slow(self.trainer)
+        set_precision(self.trainer, self.hparams.tf32)
         if self.hparams.compile and stage != "predict" and self.compiled_forward is None:
             self.compiled_forward = compile_forward(self.model, self.trainer)
         datamodule = getattr(self.trainer, "datamodule", None)

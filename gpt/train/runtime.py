@@ -37,6 +37,12 @@ def set_matmul_precision(device: torch.device, tf32: bool) -> None:
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
+def set_precision(trainer: L.Trainer, tf32: bool) -> None:
+    """TF32 where it applies, and a word where bf16 would be slow."""
+    set_matmul_precision(trainer.strategy.root_device, tf32)
+    warn_if_bf16_is_slow(trainer)
+
+
 _warned_bf16: list[bool] = []
 
 
