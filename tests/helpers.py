@@ -1,5 +1,6 @@
 """What several test files share: small corpora, Tiny Shakespeare, running the CLI."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -56,6 +57,32 @@ def shakespeare_file() -> Path:
         if c and Path(c).is_file():
             return Path(c)
     pytest.skip("Tiny Shakespeare is not on this machine; set TINY_SHAKESPEARE=/path/to/input.txt")
+
+
+def eval_data() -> Path:
+    """The evaluation sets (LAMBADA, PIQA, MMLU, ...) without the network: $EVAL_DATA,
+    data/eval, or ../shared/data/eval."""
+    candidates = [os.environ.get("EVAL_DATA", ""), ROOT / "data" / "eval", ROOT.parent / "shared" / "data" / "eval"]
+    for c in candidates:
+        if c and (Path(c) / "piqa" / "valid.jsonl").is_file():
+            return Path(c)
+    pytest.skip("the evaluation sets are not on this machine; set EVAL_DATA=/path/to/data/eval")
+
+
+def write_checkpoint(path: Path, model, tokenizer, template: str | None = None, step: int = 0) -> Path:
+    """A checkpoint as `main.py fit` writes one, of a model built here: its config, weights,
+    tokenizer (and fine-tuning template), without training."""
+    import torch
+
+    checkpoint = {
+        "hyper_parameters": dataclasses.asdict(model.config),
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "tokenizer": tokenizer.state_dict(),
+        "global_step": step,
+    } | ({"template": template} if template else {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
 
 
 def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -32,7 +32,10 @@ def parser():
         "--limit", type=int | None, default=None, help="the first N items of each task (of each MMLU subject)"
     )
     p.add_argument(
-        "--data_dir", type=str | None, default=None, help="the folder of the data (before data/eval, ../shared)"
+        "--data_dir",
+        type=str | None,
+        default=None,
+        help="the folder of the data (default: data/eval, then ../shared/data/eval)",
     )
     p.add_argument("--output", type=str | None, default=None, help="the JSON file of results (default evals/NAME.json)")
     p.add_argument("--batch_size", type=int, default=32, help="sequences a forward pass")

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]  # the project's root
 
 
 def data_dirs(given: str | Path | None) -> list[Path]:
-    """Where task data is looked for, in order: --data_dir, data/eval, ../shared/data/eval,
-    from the current folder and from the project's root."""
-    found = [Path(given)] if given is not None else []
-    for base in (Path.cwd(), ROOT):
-        found += [base / "data" / "eval", base.parent / "shared" / "data" / "eval"]
+    """Where task data is looked for: the folder given (--data_dir) alone, or data/eval then
+    ../shared/data/eval, from the current folder and from the project's root."""
+    if given is not None:
+        return [Path(given)]
+    found = [base / sub for base in (Path.cwd(), ROOT) for sub in (Path("data/eval"), Path("../shared/data/eval"))]
     return list({p.resolve(): p for p in found}.values())
 
 
@@ -49,8 +49,8 @@ def find_data(task: Task, dirs: list[Path]) -> Path:
         task.download(dirs[0])
         return dirs[0]
     raise FileNotFoundError(
-        f"the {task.name} data ({', '.join(files)}) is in none of {', '.join(str(d) for d in dirs)}: copy it "
-        "into data/eval/ (docs/evaluate.md, Data, says where it comes from), or give its folder with --data_dir"
+        f"the {task.name} data ({', '.join(files)}) is not in {' or '.join(str(d) for d in dirs)}: put it in "
+        "data/eval/ (docs/evaluate.md, Data, says where it comes from), or give its folder with --data_dir"
     )
 
 
