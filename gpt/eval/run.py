@@ -112,10 +112,11 @@ def results_json(subject: Subject, results: list[TaskResult], run: dict[str, Any
 
 
 def default_output(identity: dict[str, Any]) -> Path:
-    """evals/NAME.json, NAME from the checkpoint's path (its last four parts)."""
+    """evals/NAME.json, NAME from the checkpoint's path: lightning_logs/RUN/version_0/checkpoints/last.ckpt
+    gives evals/RUN-version_0-last.json."""
     path = Path(identity["path"])
-    parts = [*path.parent.parts[-3:], path.stem if path.suffix == ".ckpt" else path.name]
-    return Path("evals") / ("-".join(p for p in parts if p not in ("/", "..", ".")) + ".json")
+    parts = [p for p in path.parent.parts[-3:] if p not in ("/", "..", ".", "checkpoints")]
+    return Path("evals") / ("-".join([*parts, path.stem if path.suffix == ".ckpt" else path.name]) + ".json")
 
 
 def write_results(path: str | Path, contents: dict[str, Any]) -> Path:

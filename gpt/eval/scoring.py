@@ -10,7 +10,9 @@ What is scored, token for token as lm-eval does:
   (a space that ends the context moves to the continuation first), so that a word keeps
   the token it has in running text;
 - a request longer than the model's context keeps its end: the model reads the last
-  block_size of the tokens before the continuation's last, and `truncated` says so;
+  block_size of the tokens before the continuation's last, and `truncated` says so (a
+  continuation longer than the context itself, which lm-eval refuses, is scored on its last
+  block_size tokens);
 - logprob sums log p(token | everything before it) over the continuation's tokens, and
   is_greedy says whether each of them is the model's argmax there (LAMBADA's accuracy).
 
@@ -68,16 +70,15 @@ def encode_pair(
     return Request(context_ids, whole[len(context_ids) :])
 
 
-def window(request: Request, block_size: int) -> tuple[list[int], bool]:
+def window(request: Request, block_size: int) -> tuple[list[int], list[int], bool]:
     """What the model reads for a request: the last block_size + 1 tokens without the last
-    one (it is only predicted), and whether that cut the start."""
-    if not request.continuation or len(request.continuation) > block_size:
-        raise ValueError(
-            f"a continuation of {len(request.continuation)} tokens cannot be scored in a context of {block_size}: "
-            "it must hold at least one token and fit in the model's context"
-        )
+    one (it is only predicted); the continuation tokens predicted in it (all of them, unless
+    the continuation alone is longer than the context: then its last block_size, where
+    lm-eval refuses the request); and whether the start was cut."""
+    if not request.continuation:
+        raise ValueError("a continuation of 0 tokens cannot be scored: give at least one token")
     tokens = request.context + request.continuation
-    return tokens[-(block_size + 1) :][:-1], len(tokens) > block_size + 1
+    return tokens[-(block_size + 1) : -1], request.continuation[-block_size:], len(tokens) > block_size + 1
 
 
 def shared_rows(inputs: list[list[int]]) -> tuple[list[list[int]], list[int]]:
@@ -117,7 +118,7 @@ def loglikelihoods(
     indices of the requests each batch finished (for a progress bar)."""
     check_causal(model)
     windows = [window(r, model.config.block_size) for r in requests]
-    rows, row_of = shared_rows([inp for inp, _ in windows])
+    rows, row_of = shared_rows([inp for inp, _, _ in windows])
     served: dict[int, list[int]] = {}  # row -> the requests it serves
     for i, row in enumerate(row_of):
         served.setdefault(row, []).append(i)
@@ -131,16 +132,16 @@ def loglikelihoods(
             finished, b_idx, positions, targets = [], [], [], []
             for b, r in enumerate(batch):
                 for i in served[r]:
-                    # The continuation is predicted at the last len(continuation) positions of its window.
-                    continuation, end = requests[i].continuation, len(windows[i][0])
+                    # The continuation is predicted at the last positions of its window.
+                    inp, scored, _ = windows[i]
                     finished.append(i)
-                    b_idx += [b] * len(continuation)
-                    positions += range(end - len(continuation), end)
-                    targets += continuation
+                    b_idx += [b] * len(scored)
+                    positions += range(len(inp) - len(scored), len(inp))
+                    targets += scored
             logprobs, hits = score_positions(model, [rows[r] for r in batch], b_idx, positions, targets, device)
-            sizes = [len(requests[i].continuation) for i in finished]
+            sizes = [len(windows[i][1]) for i in finished]
             for i, scores, hit in zip(finished, logprobs.split(sizes), hits.split(sizes)):
-                results[i] = Loglikelihood(float(scores.sum()), bool(hit.all()), windows[i][1])
+                results[i] = Loglikelihood(float(scores.sum()), bool(hit.all()), windows[i][2])
             done(finished)
     finally:
         model.train(was_training)
