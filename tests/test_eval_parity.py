@@ -1,8 +1,8 @@
 """Our scores are lm-evaluation-harness's: a small model of ours, exported to Hugging Face's
 GPT-2 layout, is scored by lm-eval's `hf` model on LAMBADA, PIQA and three MMLU subjects read
-from the same local files (task configs as lm-eval's own YAMLs write them, pointed at JSON
-files here: no network), and by our tasks on the same export; item by item the log-likelihoods
-agree and every accuracy is equal.
+from the same local files (gpt/eval/lm_eval_tasks.py: task configs as lm-eval's own YAMLs
+write them, pointed at JSON files converted from the raw data: no network), and by our tasks on
+the same export; item by item the log-likelihoods agree and every accuracy is equal.
 
 Tolerance: each log-likelihood is a float32 sum over up to ~100 tokens, computed by two
 implementations of the same network (Hugging Face's GPT-2 and ours) in batches of different
@@ -12,13 +12,12 @@ zero). The measured difference is below 1e-5 on sums of ~400. Accuracies compare
 The context is 64 tokens, so many items are cut, and the test checks that both cut them alike.
 """
 
-import csv
 import itertools
-import json
 
 import pytest
 import torch
 
+from gpt.eval.lm_eval_tasks import lm_eval_tasks
 from gpt.eval.subject import load_subject
 from gpt.eval.task import EvalSettings
 from gpt.eval.tasks import TASKS
@@ -30,63 +29,6 @@ from helpers import eval_data, tiny_config
 N = 8  # items a task (a subject)
 SUBJECTS = ("anatomy", "college_physics", "world_religions")
 NAMES = ("lambada", "piqa", *(f"mmlu_{s}" for s in SUBJECTS))
-
-
-def local_tasks(data, folder) -> list[dict]:
-    """lm-eval task configs (its lambada_openai, piqa and mmlu YAMLs) over the first N items of
-    our files, written as the JSON its Hugging Face datasets hold."""
-    folder.mkdir()
-
-    def write(name: str, records: list[dict]) -> dict:
-        path = folder / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        return {"data_files": {"test": str(path)}, "cache_dir": str(folder / "cache")}
-
-    lines = (data / "lambada" / "lambada_test.jsonl").read_text(encoding="utf-8").splitlines()[:N]
-    lambada = {
-        "task": "lambada",
-        "dataset_kwargs": write("lambada", [json.loads(line) for line in lines]),
-        "output_type": "loglikelihood",
-        "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
-        "doc_to_target": "{{' '+text.split(' ')[-1]}}",
-        "metric_list": [
-            {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
-            {"metric": "acc"},
-        ],
-    }
-    goals = (data / "piqa" / "valid.jsonl").read_text(encoding="utf-8").splitlines()[:N]
-    labels = (data / "piqa" / "valid-labels.lst").read_text(encoding="utf-8").split()[:N]
-    piqa = {
-        "task": "piqa",
-        "dataset_kwargs": write("piqa", [{**json.loads(g), "label": int(y)} for g, y in zip(goals, labels)]),
-        "output_type": "multiple_choice",
-        "doc_to_text": "Question: {{goal}}\nAnswer:",
-        "doc_to_target": "label",
-        "doc_to_choice": "{{[sol1, sol2]}}",
-        "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}],
-    }
-    configs = [lambada, piqa]
-    for subject in SUBJECTS:
-        with open(data / "mmlu" / "test" / f"{subject}_test.csv", encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))[:N]
-        records = [
-            {"question": r[0], "subject": subject, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows
-        ]
-        about = subject.replace("_", " ")
-        configs.append(
-            {
-                "task": f"mmlu_{subject}",
-                "dataset_kwargs": write(f"mmlu_{subject}", records),
-                "output_type": "multiple_choice",
-                "description": f"The following are multiple choice questions (with answers) about {about}.\n\n",
-                "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\n"
-                "C. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:",
-                "doc_to_choice": ["A", "B", "C", "D"],
-                "doc_to_target": "answer",
-                "metric_list": [{"metric": "acc"}],
-            }
-        )
-    return [{**c, "dataset_path": "json", "test_split": "test"} for c in configs]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +46,7 @@ def scored(tmp_path_factory):
         theirs = lm_eval.simple_evaluate(
             model="hf",
             model_args={"pretrained": str(tmp / "hf"), "dtype": "float32"},
-            tasks=local_tasks(eval_data(), tmp / "data"),
+            tasks=lm_eval_tasks(eval_data(), list(NAMES), tmp / "data", N),
             task_manager=TaskManager(include_defaults=False),
             batch_size=4,
             device="cpu",
