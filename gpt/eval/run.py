@@ -81,7 +81,7 @@ def run_tasks(
 def table(results: list[TaskResult]) -> str:
     """One row a metric (an MMLU subject's only in the JSON), with its standard error, and per
     task how many items, shots, items cut by the context, and the prompt."""
-    lines = [f"{'task':<16} {'metric':<12} {'value':>10} {'stderr':>9} {'n':>7} {'shots':>5} {'cut':>5}  prompt"]
+    lines = [f"{'task':<16} {'metric':<12} {'value':>12} {'stderr':>11} {'n':>7} {'shots':>5} {'cut':>5}  prompt"]
     for r in results:
         first = True
         for metric, score in r.metrics.items():
@@ -89,7 +89,7 @@ def table(results: list[TaskResult]) -> str:
                 continue
             counts = f"{r.n:>7} {r.shots:>5} {r.truncated:>5}  {r.settings.get('prompt', '')}" if first else ""
             lines.append(
-                f"{r.task if first else '':<16} {metric:<12} {score.value:>10.4f} {score.stderr:>9.4f} {counts}"
+                f"{r.task if first else '':<16} {metric:<12} {score.value:>12.4f} {score.stderr:>11.4f} {counts}"
             )
             first = False
     return "\n".join(line.rstrip() for line in lines)
