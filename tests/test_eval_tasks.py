@@ -202,3 +202,15 @@ def test_the_registry_knows_every_task_and_suggests_the_closest_name():
         else:
             with pytest.raises(ValueError, match=f"task '{name}' is not in this version of the project"):
                 TASKS[name]
+
+
+def test_hellaswag_offline_says_where_its_file_goes(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match="without internet, put hellaswag_val.jsonl at .*hellaswag_val.jsonl"):
+        TASKS["hellaswag"].download(tmp_path)
+    assert not (tmp_path / "hellaswag").exists()

@@ -1,1 +1,2 @@
-"""Measuring a model: HellaSwag, reports of size and memory, attention maps."""
+"""Measuring a model: benchmarks (python -m gpt.eval: tasks, their scoring), HellaSwag, reports
+of size and memory, attention maps."""

@@ -64,7 +64,13 @@ class HellaSwag:
     files = (FILE,)
 
     def download(self, data_dir: str | Path) -> None:
-        llmc.download("val", data_dir)
+        try:
+            llmc.download("val", data_dir)
+        except FileNotFoundError as e:  # offline: say where the file goes for this command
+            raise FileNotFoundError(
+                f"{str(e).split('; without internet')[0]}; without internet, put hellaswag_val.jsonl at "
+                f"{Path(data_dir) / FILE}, or in the hellaswag/ of a folder given with --data_dir"
+            ) from None
 
     def load(self, data_dir: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
         return [
