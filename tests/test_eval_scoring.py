@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from gpt.eval.scoring import Request, encode_pair, item_progress, loglikelihoods, shared_rows, window
-from gpt.model.models import GPT
+from gpt.model.models import GPT, LanguageModel, build_model
 from gpt.tokenizers import TiktokenTokenizer
 from helpers import tiny_config
 
 BLOCK = 16
 
 
-def random_gpt(**kwargs) -> GPT:
+def random_gpt(**kwargs) -> LanguageModel:
     torch.manual_seed(0)
-    model = GPT(tiny_config(block_size=BLOCK, **kwargs)).eval()
+    model = build_model(tiny_config(block_size=BLOCK, **kwargs)).eval()
     with torch.no_grad():  # larger weights than GPT-2's init: log-probs far from uniform
         for p in model.parameters():
             p.normal_(0.0, 0.3)
@@ -27,7 +27,7 @@ def ids(n: int, seed: int) -> list[int]:
     return torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def reference(model: GPT, request: Request) -> tuple[float, bool]:
+def reference(model: LanguageModel, request: Request) -> tuple[float, bool]:
     """Each continuation token's log-probability from its own forward pass over the window
     before it, in float64, and whether every one is the argmax there."""
     tokens = (request.context + request.continuation)[-(BLOCK + 1) :]
@@ -46,9 +46,10 @@ def greedy_continuation(model: GPT, context: list[int], n: int) -> list[int]:
     return out[len(context) :]
 
 
+@pytest.mark.parametrize("arch", ["gpt", "blocks", "bigram"])  # the LM head run at the scored positions only, or not
 @torch.no_grad()
-def test_each_sum_is_the_models_log_probability_token_by_token_and_long_requests_keep_their_end():
-    model = random_gpt()
+def test_each_sum_is_the_models_log_probability_token_by_token_and_long_requests_keep_their_end(arch):
+    model = random_gpt(arch=arch)
     requests = [
         Request(ids(5, 1), ids(3, 2)),
         Request(ids(10, 3), ids(7, 4)),  # 17 tokens: exactly block_size + 1, nothing cut
@@ -64,6 +65,7 @@ def test_each_sum_is_the_models_log_probability_token_by_token_and_long_requests
         assert result.is_greedy == greedy
     assert [r.truncated for r in results] == [False, False, True, True, True, True]
     assert len({round(r.logprob, 2) for r in results}) == 6  # distinct sums: the comparison has teeth
+    assert all(len(h) == 0 for m in model.modules() for h in (m._forward_pre_hooks,))  # no hook left behind
 
 
 @torch.no_grad()

@@ -27,8 +27,9 @@ is needed. Plain torch, no Lightning.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 
 import torch
@@ -161,10 +162,33 @@ def score_positions(
     x = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
     for i, row in enumerate(rows):
         x[i, : len(row)] = torch.tensor(row)
-    logits = model(x.to(device))[b_idx, positions].float()  # (N, vocab): the positions scored only
-    targets = torch.tensor(targets, device=logits.device)
-    logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
-    return logprobs.cpu(), (logits.argmax(dim=-1) == targets).cpu()
+    b_idx_t, positions_t = torch.tensor(b_idx, device=device), torch.tensor(positions, device=device)
+    with head_only_at(model, b_idx_t, positions_t) as selected:
+        logits = model(x.to(device))
+    if not selected:
+        logits = logits[b_idx_t, positions_t]
+    logits = logits.float()  # (N, vocab): the positions scored only
+    targets_t = torch.tensor(targets, device=logits.device)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets_t[:, None]).squeeze(1)
+    return logprobs.cpu(), (logits.argmax(dim=-1) == targets_t).cpu()
+
+
+@contextlib.contextmanager
+def head_only_at(model: LanguageModel, b_idx: torch.Tensor, positions: torch.Tensor) -> Iterator[bool]:
+    """Run the model's LM head on the scored positions only, as nanoGPT's generate runs it on
+    the last one: the (B, T, vocab) logits of every position, most of a small model's work and
+    memory (50,257 floats a token), are never made. A hook on `lm_head` picks the positions
+    from its input; it yields False for a model without one (the bigram table), whose
+    logits are then indexed."""
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, torch.nn.Module):
+        yield False
+        return
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][b_idx, positions], *args[1:]))
+    try:
+        yield True
+    finally:
+        handle.remove()
 
 
 def item_progress(item_of: list[int], report: Callable[[int], None]) -> Callable[[list[int]], None]:

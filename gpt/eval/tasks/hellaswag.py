@@ -100,7 +100,26 @@ class HellaSwagLlmc(HellaSwag):
         self, model: LanguageModel, tokenizer: Tokenizer, items: list[dict[str, Any]], settings: EvalSettings
     ) -> TaskResult:
         llmc.check_causal(model)
-        model.eval()
+        was_training = model.training
+        model.eval()  # no dropout while scoring
+        try:
+            records = self.score(model, tokenizer, items, settings)
+        finally:
+            model.train(was_training)
+        return TaskResult(
+            task=self.name,
+            metrics={m: mean_and_stderr([r[m] for r in records]) for m in ("acc", "acc_norm")},
+            n=len(items),
+            shots=0,
+            truncated=sum(r["truncated"] for r in records),
+            settings={"prompt": "plain", "style": "llm.c"},
+            items=records,
+        )
+
+    def score(
+        self, model: LanguageModel, tokenizer: Tokenizer, items: list[dict[str, Any]], settings: EvalSettings
+    ) -> list[dict[str, Any]]:
+        """One record an item: the four endings' sums, right or not by each rule, cut or not."""
         records, per_batch = [], max(settings.batch_size // 4, 1)
         for start in range(0, len(items), per_batch):
             batch, rows = items[start : start + per_batch], []
@@ -124,15 +143,7 @@ class HellaSwagLlmc(HellaSwag):
                     }
                 )
             settings.progress(len(batch))
-        return TaskResult(
-            task=self.name,
-            metrics={m: mean_and_stderr([r[m] for r in records]) for m in ("acc", "acc_norm")},
-            n=len(items),
-            shots=0,
-            truncated=sum(r["truncated"] for r in records),
-            settings={"prompt": "plain", "style": "llm.c"},
-            items=records,
-        )
+        return records
 
 
 TASK = HellaSwag()
