@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt.eval.run import data_dirs, find_data  # noqa: E402
+from gpt.eval.scoring import head_only_at  # noqa: E402
 from gpt.eval.subject import load_subject  # noqa: E402
 from gpt.eval.task import EvalSettings  # noqa: E402
 from gpt.eval.tasks import TASKS  # noqa: E402
@@ -71,7 +72,9 @@ def kv_prefix(model: GPT, requests, item_of: list[int], device: str) -> list[flo
         longest = max(len(c) for c in conts)
         context = requests[mine[0]].context[-(model.config.block_size - longest + 1) :]
         cache = KVCache(model.config, 1)
-        first = torch.log_softmax(model(torch.tensor([context], device=device), cache=cache)[0, -1].float(), -1)
+        last = (torch.tensor([0], device=device), torch.tensor([len(context) - 1], device=device))
+        with head_only_at(model, *last):  # the LM head at the context's last position only, as ours
+            first = torch.log_softmax(model(torch.tensor([context], device=device), cache=cache)[0].float(), -1)
         scores = [float(first[c[0]]) for c in conts]
         if longest > 1:  # the rest of each choice, all choices as one batch against the shared context
             cache.keys = [k.repeat(len(conts), 1, 1, 1) for k in cache.keys]
@@ -165,8 +168,11 @@ def main() -> None:
         if name != "lambada":
             items = task.load(data, args.limit)
             requests, item_of = choice_requests(name, subject.tokenizer, items, settings)
-            _, seconds = timed(lambda: kv_prefix(model, requests, item_of, args.device), args.device)
-            kv = f"{result.n / seconds:.1f}"
+            kv_lls, seconds = timed(lambda: kv_prefix(model, requests, item_of, args.device), args.device)
+            ours_lls = [ll for record in result.items for ll in record["loglikelihoods"]]
+            whole = [i for i, item in enumerate(item_of) if not result.items[item]["truncated"]]
+            differs = max((abs(kv_lls[i] - ours_lls[i]) for i in whole), default=0.0)  # the same numbers?
+            kv = f"{result.n / seconds:.1f}" + (f" (differs by {differs:.1e})" if differs > 1e-3 else "")
         acc = f"{result.metrics['acc'].value:.4f} / {their_acc(theirs_results, name, n_per_task):.4f}"
         speeds = f"{result.n / theirs:>10.1f} {result.n / ours:>8.1f} {theirs / ours:>5.2f}x {kv:>12}"
         print(f"{name:<14} {result.n:>6} {speeds}  {acc}")
