@@ -1,5 +1,6 @@
 """What several test files share: small corpora, Tiny Shakespeare, running the CLI."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -59,11 +60,29 @@ def shakespeare_file() -> Path:
 
 
 def eval_data() -> Path:
-    """../shared/data/eval: the benchmarks' files (LAMBADA, PIQA, MMLU, GSM8K, HumanEval)."""
-    folder = ROOT.parent / "shared" / "data" / "eval"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not on this machine")
-    return folder
+    """The evaluation sets (LAMBADA, PIQA, MMLU, ...) without the network: $EVAL_DATA,
+    data/eval, or ../shared/data/eval."""
+    candidates = [os.environ.get("EVAL_DATA", ""), ROOT / "data" / "eval", ROOT.parent / "shared" / "data" / "eval"]
+    for c in candidates:
+        if c and (Path(c) / "piqa" / "valid.jsonl").is_file():
+            return Path(c)
+    pytest.skip("the evaluation sets are not on this machine; set EVAL_DATA=/path/to/data/eval")
+
+
+def write_checkpoint(path: Path, model, tokenizer, template: str | None = None, step: int = 0) -> Path:
+    """A checkpoint as `main.py fit` writes one, of a model built here: its config, weights,
+    tokenizer (and fine-tuning template), without training."""
+    import torch
+
+    checkpoint = {
+        "hyper_parameters": dataclasses.asdict(model.config),
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "tokenizer": tokenizer.state_dict(),
+        "global_step": step,
+    } | ({"template": template} if template else {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
 
 
 def run_main(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -161,22 +180,6 @@ def smallest_config(**kwargs):
     from gpt.model.config import GPTConfig
 
     return GPTConfig(**{**SMALLEST, **kwargs})
-
-
-def noisy_gpt(seed: int = 0, **kwargs):
-    """A GPT of TINY's sizes (any changed by kwargs), in eval mode, with large random weights:
-    an untrained one at GPT-2's init repeats one id, and any two decoders would agree on that."""
-    import torch
-
-    from gpt.model.models import GPT
-
-    torch.manual_seed(seed)
-    model = GPT(tiny_config(**kwargs)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 1.0)
-    return model
 
 
 # ---- the command line

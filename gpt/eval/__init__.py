@@ -1,2 +1,3 @@
-"""Measuring a model: benchmark tasks (gsm8k and humaneval in tasks/, scored by checkers.py; code
-run in executor.py's sandbox), HellaSwag, reports of size and memory, attention maps."""
+"""Measuring a model: benchmarks (python -m gpt.eval: the tasks in tasks/, their scoring, the
+checkers of generated answers, executor.py's sandbox for generated code), HellaSwag, reports
+of size and memory, attention maps."""

@@ -1,0 +1,99 @@
+"""What an evaluation evaluates: a checkpoint of ours (full, LoRA -- merged --, fine-tuned with a
+template), a run folder (its newest last.ckpt), or a Hugging Face GPT-2 folder; its model,
+tokenizer, chat template, and the identity a result is filed under (path, sha256, step, config).
+
+    subject = load_subject("lightning_logs/gpt2_sft/version_0")
+    subject.model, subject.tokenizer, subject.template, subject.identity
+
+Plain torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gpt.data.templates import JINJA, TEMPLATES, Template
+from gpt.eval.tasks.files import sha256_of
+from gpt.interop.checkpoint import checkpoint_tokenizer, is_sharded, load_checkpoint, model_of
+from gpt.model.models import LanguageModel
+from gpt.tokenizers import TiktokenTokenizer, Tokenizer
+
+
+@dataclass
+class Subject:
+    model: LanguageModel
+    tokenizer: Tokenizer
+    template: Template | None  # a fine-tuned model's chat or alpaca template: its items are asked through it
+    identity: dict[str, Any]  # path, kind, sha256 of the weights' file, step, template, model config
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, a Hugging Face folder (config.json) or a sharded checkpoint as given;
+    a run folder (or a folder of runs) as its newest last.ckpt. (The merge with issue 30
+    replaces this with gpt.interop.checkpoint.resolve_checkpoint.)"""
+    path = Path(path)
+    if not path.is_dir() or (path / "config.json").is_file() or is_sharded(path):
+        return path
+    found = sorted(path.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"{str(path)!r} is a folder without a last.ckpt or config.json: give a checkpoint (.ckpt), a run "
+            "folder (lightning_logs/NAME/version_N) or a Hugging Face GPT-2 folder"
+        )
+    return found[-1]
+
+
+def load_subject(path: str | Path) -> Subject:
+    path = resolve_checkpoint(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return hf_subject(path)
+    checkpoint = load_checkpoint(path)
+    model, tokenizer = model_of(checkpoint, path), checkpoint_tokenizer(checkpoint)
+    if tokenizer is None:
+        raise ValueError(f"checkpoint {str(path)!r} has no tokenizer; evaluate one that main.py fit wrote")
+    name = checkpoint.get("template")
+    return Subject(
+        model, tokenizer, TEMPLATES[name] if name else None, identity(path, "checkpoint", model, name, checkpoint)
+    )
+
+
+def hf_subject(folder: Path) -> Subject:
+    """A Hugging Face GPT-2 folder: the model through gpt.interop.hf, GPT-2's tokenizer (with
+    the chat template's tokens when the folder is a chat model we exported)."""
+    from gpt.interop.hf import from_hf
+
+    model = from_hf(folder).eval()
+    config_file = folder / "tokenizer_config.json"
+    jinja = json.loads(config_file.read_text()).get("chat_template") if config_file.is_file() else None
+    name = next((n for n, text in JINJA.items() if text == jinja), None)
+    tokenizer = TiktokenTokenizer("gpt2")
+    if name is not None:
+        tokenizer = tokenizer.with_special_tokens(TEMPLATES[name].special_tokens)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"the Hugging Face model in {str(folder)!r} has {model.config.vocab_size:,} tokens, not GPT-2's "
+            f"tokenizer's {tokenizer.vocab_size:,}: only GPT-2's tokenizer is read from a folder; evaluate the "
+            "checkpoint of ours it was exported from"
+        )
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    weights = next((folder / n for n in names if (folder / n).is_file()), folder)
+    return Subject(model, tokenizer, TEMPLATES[name] if name else None, identity(weights, "hugging face", model, name))
+
+
+def identity(
+    path: Path, kind: str, model: LanguageModel, template: str | None, checkpoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a result is filed under: which file (its sha256: the same bytes, the same model),
+    the training step it was saved at, and the model's shape."""
+    return {
+        "path": str(path),
+        "kind": kind,
+        "sha256": sha256_of(path) if path.is_file() else None,  # a sharded checkpoint is a folder
+        "step": int(checkpoint.get("global_step", 0)) if checkpoint is not None else None,
+        "template": template,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_config": asdict(model.config),
+    }
