@@ -256,3 +256,19 @@ class SignalAtStep(L.Callback):
     def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
         if self.when == "validation" and trainer.state.fn == "fit":
             self._send(trainer)
+
+
+def noisy_gpt(seed: int = 0, **kwargs):
+    """A GPT of TINY's sizes (any changed by kwargs), in eval mode, with large random weights:
+    an untrained one at GPT-2's init repeats one id, and any two decoders would agree on that."""
+    import torch
+
+    from gpt.model.models import GPT
+
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(**kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.0)
+    return model
