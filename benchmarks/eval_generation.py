@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt.eval.checkers import humaneval_program  # noqa: E402
-from gpt.eval.datafiles import find_data_dir  # noqa: E402
 from gpt.eval.executor import run_programs  # noqa: E402
+from gpt.eval.run import data_dirs, find_data  # noqa: E402
 from gpt.eval.sampling import encode_prompts, sample  # noqa: E402
 from gpt.eval.task import EvalSettings  # noqa: E402
 from gpt.eval.tasks.gsm8k import STOP, fewshot_prompt  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
         tokenizer = TiktokenTokenizer("r50k_base")
         model = GPT(GPTConfig(preset=args.preset, vocab_size=tokenizer.vocab_size, block_size=1024, dropout=0.0))
     model = model.eval().to(args.device)
-    data = find_data_dir(args.data_dir, "gsm8k/test.jsonl")
+    data = find_data(GSM8K, data_dirs(args.data_dir))
     items = GSM8K.load(data, args.limit)
     prompts, _ = encode_prompts(
         tokenizer, [fewshot_prompt(i) for i in items], None, "gsm8k", model.config.block_size, args.max_new_tokens
@@ -76,7 +76,7 @@ def main() -> None:
         name = "one at a time" if slots == 1 else f"batched, {slots} rows"
         print(f"| {name} | {per_item:.2f} | {per_token:,.0f} | {per_item / rows[1][0]:.2f} |")
     print(f"same greedy completions: {same:.0%}")
-    problems = HUMANEVAL.load(find_data_dir(args.data_dir, "humaneval/HumanEval.jsonl.gz"))
+    problems = HUMANEVAL.load(find_data(HUMANEVAL, data_dirs(args.data_dir)))
     programs = [humaneval_program(p["canonical_solution"], p) for p in problems]
     start = time.perf_counter()
     outcomes = run_programs(programs)

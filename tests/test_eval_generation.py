@@ -5,7 +5,6 @@ what is asserted) and on one forced to answer right (1)."""
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +13,10 @@ from gpt.data.templates import template
 from gpt.errors import exit_on_user_error
 from gpt.eval import execute, sampling
 from gpt.eval.checkers import checker, exact_match, gsm8k_correct, gsm8k_number, humaneval_passes, normalized
-from gpt.eval.datafiles import find_data_dir
+from gpt.eval.run import data_dirs, find_data
 from gpt.eval.sampling import fit_to_context
 from gpt.eval.task import EvalSettings
+from gpt.eval.tasks import files as task_files
 from gpt.eval.tasks.gsm8k import TASK as GSM8K
 from gpt.eval.tasks.gsm8k import fewshot_prompt
 from gpt.eval.tasks.humaneval import TASK as HUMANEVAL
@@ -24,7 +24,7 @@ from gpt.eval.tasks.humaneval import pass_at_k
 from gpt.model.batching import Decoded
 from gpt.model.models import GPT
 from gpt.tokenizers import CHAT_TOKENS, CharTokenizer, TiktokenTokenizer
-from helpers import ROOT, eval_data, tiny_config, write_jsonl
+from helpers import eval_data, tiny_config, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_a_prompt_longer_than_the_context_keeps_its_end():
     assert fit_to_context(ids[:20], 64, 8) == (ids[:20], False)
 
 
-def test_the_files_are_checked_as_they_load(tmp_path):
+def test_the_files_are_checked_as_they_load(tmp_path, monkeypatch):
     items = GSM8K.load(eval_data(), limit=12)
     assert len(items) == 12 and len(items[0]["fewshot"]) == 6 and items[0]["answer"].endswith("#### 18")
     assert fewshot_prompt(items[10]).startswith("Question: " + items[0]["question"] + "\nAnswer: ")
@@ -90,18 +90,22 @@ def test_the_files_are_checked_as_they_load(tmp_path):
     copy.parent.mkdir()
     for broken, message in [
         ({1: "{not json"}, "test.jsonl, line 2: not JSON"),
-        ({2: '{"question": "How many?"}'}, "test.jsonl, line 3: expected a JSON object with the text fields question"),
-        ({0: lines[0].replace("#### 18", "#### 19")}, "test.jsonl is damaged: its sha256 is"),
+        ({2: '{"question": "How many?"}'}, "test.jsonl, line 3: answer must be a str, got None"),
     ]:
         copy.write_text("\n".join(broken.get(i, line) for i, line in enumerate(lines)) + "\n", encoding="utf-8")
+        monkeypatch.setitem(task_files.SHA256, "gsm8k/test.jsonl", task_files.sha256_of(copy))  # as if published so
         with pytest.raises(ValueError, match=message):
             GSM8K.load(tmp_path)
+    copy.write_text("\n".join([lines[0].replace("#### 18", "#### 19"), *lines[1:]]) + "\n", encoding="utf-8")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="test.jsonl has sha256 .*, not the published file's"):
+        GSM8K.load(tmp_path)
     humaneval = tmp_path / "humaneval" / "HumanEval.jsonl.gz"
     humaneval.parent.mkdir()
     humaneval.write_bytes((eval_data() / "humaneval" / "HumanEval.jsonl.gz").read_bytes()[:5000])
     with pytest.raises(ValueError) as cut_short:
         HUMANEVAL.load(tmp_path)
-    assert "HumanEval.jsonl.gz is damaged (" in str(cut_short.value)
+    assert "HumanEval.jsonl.gz has sha256" in str(cut_short.value)
     with pytest.raises(FileNotFoundError, match="nowhere/gsm8k/test.jsonl does not exist"):
         GSM8K.load(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="--limit must be at least 1"):
@@ -109,15 +113,14 @@ def test_the_files_are_checked_as_they_load(tmp_path):
 
 
 def test_the_data_is_found_in_data_eval_or_beside_the_checkout(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    assert find_data_dir(None, "gsm8k/test.jsonl").resolve() == eval_data().resolve()
-    assert find_data_dir(str(eval_data()), "gsm8k/test.jsonl") == eval_data()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="is in neither data/eval/ nor ../shared/data/eval/: put it in"):
-        find_data_dir(None, "humaneval/HumanEval.jsonl.gz")
+    assert find_data(HUMANEVAL, data_dirs(None)).resolve() == eval_data().resolve()  # beside the project
+    assert find_data(GSM8K, data_dirs(str(eval_data()))) == eval_data()
+    with pytest.raises(FileNotFoundError, match="humaneval data .* is not in nowhere: put it in data/eval/"):
+        find_data(HUMANEVAL, data_dirs("nowhere"))
     (tmp_path / "data" / "eval" / "humaneval").mkdir(parents=True)
     (tmp_path / "data" / "eval" / "humaneval" / "HumanEval.jsonl.gz").write_bytes(b"")
-    assert find_data_dir(None, "humaneval/HumanEval.jsonl.gz") == Path("data/eval")
+    assert find_data(HUMANEVAL, data_dirs(None)) == tmp_path / "data" / "eval"  # the current folder's first
 
 
 def forced(answers: list[str], seen: list | None = None):

