@@ -19,6 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# The process's umask, read once: mkstemp makes files only their owner can read (0600); a
+# written file gets the permissions open() would have given it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -35,6 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename makes it visible
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
