@@ -116,9 +116,15 @@ def test_tokenizers_llama_cpp_cannot_reproduce_are_refused(bpe, tmp_path):
     ends = BPETokenizer.train(["To be\n  "] * 50 + [LINES_TEXT], vocab_size=300)
     with pytest.raises(ValueError, match=r"tokens that join a line break to what follows it \(e.g. b'\\n "):
         write_gguf(gpt(ends), tmp_path / "m.gguf", ends)
-    chars = CharTokenizer.from_text(LINES_TEXT)
-    with pytest.raises(ValueError, match="has no <\\|endoftext\\|> token: llama.cpp then takes token 11 \\('F'\\)"):
-        write_gguf(gpt(chars), tmp_path / "m.gguf", chars)
+    no_end = BPETokenizer(bpe.merges, bpe.pattern, special_tokens=())
+    with pytest.raises(ValueError, match="the tokenizer has no <\\|endoftext\\|> token: llama.cpp then takes token 11"):
+        write_gguf(gpt(no_end), tmp_path / "m.gguf", no_end)
+    beyond_ascii = CharTokenizer.from_text(LINES_TEXT + "é")
+    with pytest.raises(ValueError, match="token but has characters beyond ASCII: llama.cpp's gpt2 vocabulary would"):
+        write_gguf(gpt(beyond_ascii), tmp_path / "m.gguf", beyond_ascii)
+    chat_chars = CharTokenizer.from_text(LINES_TEXT, CHAT_TOKENS)
+    with pytest.raises(ValueError, match="token but has special tokens: llama.cpp's gpt2 vocabulary would"):
+        write_gguf(gpt(chat_chars), tmp_path / "m.gguf", chat_chars)
     with pytest.raises(ValueError, match="the tokenizer has 300 tokens but the model 50"):
         write_gguf(GPT(tiny_config()), tmp_path / "m.gguf", bpe)
     assert list(tmp_path.iterdir()) == []
@@ -132,6 +138,11 @@ def test_a_character_vocabulary_maps_a_token_to_each_character(tmp_path):
     assert meta["tokenizer.ggml.merges"] == ["Ã ©", "â Ĥ", "âĤ ¬", "ð Ł", "ðŁ Ļ", "ðŁĻ Ĥ"]
     ascii_only = CharTokenizer.from_text("ab", (ENDOFTEXT,))
     assert fields(write_gguf(gpt(ascii_only), tmp_path / "a.gguf", ascii_only))["tokenizer.ggml.merges"] == ["À À"]
+    # Without <|endoftext|>, llama.cpp's gpt2 vocabulary would end texts at token 11: its rwkv one has no end.
+    plain = CharTokenizer.from_text("ab\\\n")
+    meta = fields(write_gguf(gpt(plain), tmp_path / "p.gguf", plain))
+    assert meta["tokenizer.ggml.model"] == "rwkv" and meta["tokenizer.ggml.tokens"] == ["\n", "\\\\", "a", "b"]
+    assert "tokenizer.ggml.eos_token_id" not in meta and "tokenizer.ggml.merges" not in meta
 
 
 def test_a_failed_write_leaves_the_previous_file(bpe, tmp_path, monkeypatch):
@@ -162,12 +173,18 @@ def test_export_writes_a_checkpoints_model_and_template(bpe, tmp_path, capsys):
     assert meta["tokenizer.chat_template"] == CHAT_JINJA and meta["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q8_0
 
 
+def test_the_export_command_writes_a_character_model(tmp_path):
+    args = [str(FIXTURES / "legacy" / "char_gpt2.ckpt"), str(tmp_path / "m.gguf")]
+    result = subprocess.run([sys.executable, "-m", "gpt.interop.gguf", *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith(f"wrote {tmp_path / 'm.gguf'} (") and not result.stderr
+    assert fields(tmp_path / "m.gguf")["gpt2.context_length"] == 16
+
+
 @pytest.mark.parametrize(
     "checkpoint, message",
     [
         ("bpe_masked.ckpt", "mlp=swiglu, norm=rmsnorm, causal=False: it needs"),
         ("char_blocks.ckpt", "the teaching models have no llama.cpp architecture"),
-        ("char_gpt2.ckpt", "the tokenizer has no <|endoftext|> token"),
         ("missing.ckpt", "does not exist"),
     ],
 )

@@ -100,8 +100,10 @@ def models(tmp_path_factory):
     gpt2 = TiktokenTokenizer("gpt2")
     bpe = BPETokenizer.train([LINES_TEXT], vocab_size=300)
     chat = bpe.with_special_tokens(CHAT_TOKENS)
+    chars = CharTokenizer.from_text(LINES_TEXT)  # no special tokens, as Tiny Shakespeare's
     return {
         "gpt2": (random_gpt(gpt2.vocab_size), gpt2, None),
+        "char": (trained_checkpoint(chars, folder / "char.ckpt"), chars, folder / "char.ckpt"),
         "bpe": (trained_checkpoint(bpe, folder / "bpe.ckpt"), bpe, folder / "bpe.ckpt"),
         "chat": (
             trained_checkpoint(chat, folder / "chat.ckpt", text=chat_text(), template="chat"),
@@ -141,10 +143,12 @@ def their_logits(llm, ids: list[int]) -> np.ndarray:
 # ---- token ids
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "cl100k_base", "bpe", "bpe-gpt2", "char"])
+@pytest.mark.parametrize("kind", ["gpt2", "cl100k_base", "bpe", "bpe-gpt2", "char", "char-ascii"])
 def test_llama_cpp_tokenizes_as_we_do(kind, tmp_path, llama):
     if kind == "char":
         tokenizer = CharTokenizer.from_text(LINES_TEXT + "".join(TEXTS + PIECES), SPECIAL_TOKENS)
+    elif kind == "char-ascii":  # no <|endoftext|>: llama.cpp's rwkv vocabulary
+        tokenizer = CharTokenizer.from_text("".join(c for c in LINES_TEXT + "".join(TEXTS + PIECES) if c.isascii()))
     elif kind.startswith("bpe"):
         pattern = SPLIT_PATTERNS["gpt2" if kind == "bpe-gpt2" else "gpt4"]
         tokenizer = BPETokenizer.train([LINES_TEXT, "".join(TEXTS) + "."], vocab_size=400, pattern=pattern)
@@ -155,6 +159,8 @@ def test_llama_cpp_tokenizes_as_we_do(kind, tmp_path, llama):
     rng = random.Random(0)
     randomised = ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 10))) for _ in range(300)]
     for text in [*TEXTS, *randomised]:
+        if kind == "char-ascii" and not text.isascii():
+            continue
         for special in (False, True):  # special tokens' text as text, and as the tokens
             ours = tokenizer.encode(text, allowed_special="all" if special else frozenset())
             assert llm.tokenize(text.encode(), add_bos=False, special=special) == ours, (text, special)
@@ -164,7 +170,7 @@ def test_llama_cpp_tokenizes_as_we_do(kind, tmp_path, llama):
 # ---- logits and greedy decoding
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bpe", "chat"])
+@pytest.mark.parametrize("name", ["gpt2", "bpe", "chat", "char"])
 @pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
 def test_llama_cpp_computes_our_logits(models, name, dtype, tmp_path, llama):
     model, tokenizer, _ = models[name]
@@ -178,7 +184,7 @@ def test_llama_cpp_computes_our_logits(models, name, dtype, tmp_path, llama):
         assert np.abs(theirs - logits(with_ggml_gelu(model), ids)).max() <= GGML_GELU_TOLERANCE * spread
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bpe"])
+@pytest.mark.parametrize("name", ["gpt2", "bpe", "char"])
 def test_llama_cpp_continues_greedily_as_we_do(models, name, tmp_path, llama):
     model, tokenizer, _ = models[name]
     llm = llama(write_gguf(model, tmp_path / "m.gguf", tokenizer))
@@ -187,6 +193,8 @@ def test_llama_cpp_continues_greedily_as_we_do(models, name, tmp_path, llama):
     n = model.config.block_size - len(prompt)
     ours = generate(model, torch.tensor([prompt]), max_new_tokens=n, temperature=0)[0, len(prompt) :].tolist()
     assert len(set(ours)) > 5 and tokenizer.eot_id not in ours  # varied text; llama.cpp would stop at eot
+    if name == "char":
+        assert 11 in ours  # where llama.cpp's gpt2 vocabulary, without <|endoftext|>, would stop
     theirs = [token for token, _ in zip(llm.generate(prompt, temp=0.0, repeat_penalty=1.0), range(n))]
     assert theirs == ours
 

@@ -19,8 +19,10 @@ cl100k_base has none, and a tokenizer that has one is refused.
 
 "llama-bpe" also looks a whole piece up before merging, as tiktoken does. A character
 vocabulary maps exactly: a token per character, and merges that only join the bytes of
-one character. Special tokens are control tokens: matched only where llama.cpp is asked to
-parse specials, as our encode does only for allowed_special. Plain Python, no Lightning.
+one character; without <|endoftext|> (which llama.cpp's gpt2 vocabulary would take token
+11 for) as its rwkv vocabulary, for ASCII. Special tokens are control tokens: matched only
+where llama.cpp is asked to parse specials, as our encode does only for allowed_special.
+Plain Python, no Lightning.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ PRE_TOKENIZERS = {SPLIT_PATTERNS["gpt2"]: "gpt-2", SPLIT_PATTERNS["gpt4"]: "llam
 # GGUF cannot store an empty array and llama.cpp needs the merges key: a character
 # vocabulary of single bytes gets this one, which never applies (0xC0 is never in UTF-8).
 NO_MERGE = "À À"
-# llama.cpp's BPE vocabulary takes token 11 as its end of text unless the file names one.
+# llama.cpp's gpt2 (BPE) vocabulary takes token 11 as its end of text unless the file names one.
 DEFAULT_EOS = 11
 
 
@@ -50,7 +52,8 @@ class Vocab:
     tokens: list[str]
     types: list[int]  # gguf.TokenType per token
     merges: list[str]  # "left right", highest priority first
-    pre: str
+    pre: str | None  # the pre-tokenizer's name (gpt2 vocabularies)
+    model: str = "gpt2"  # llama.cpp's kind of vocabulary: gpt2 (BPE) or rwkv
 
 
 BYTE_CHAR = bytes_to_unicode()
@@ -105,6 +108,25 @@ def char_vocab(tokenizer: CharTokenizer) -> Vocab:
     return Vocab(tokens, types, list(dict.fromkeys(merges)) or [NO_MERGE], "gpt-2")
 
 
+def ascii_char_vocab(tokenizer: CharTokenizer) -> Vocab:
+    """A character vocabulary without <|endoftext|>, as llama.cpp's rwkv vocabulary: its
+    tokenizer takes the longest token that the next bytes spell, here the next character,
+    and it has no end of text unless the file names one. Only for ASCII characters without
+    special tokens: that tokenizer takes a special token's text for the token even where
+    specials are not parsed, and never returns on a character it lacks whose first byte
+    begins one it has. Tokens are written as it reads them: a backslash escapes."""
+    if tokenizer.special_tokens or not tokenizer.chars.isascii():
+        what = "special tokens" if tokenizer.special_tokens else "characters beyond ASCII"
+        raise ValueError(
+            f"the character vocabulary has no {ENDOFTEXT} token but has {what}: llama.cpp's gpt2 vocabulary "
+            f"would take token {DEFAULT_EOS} ({tokenizer.decode([DEFAULT_EOS])!r}) for the end of text, and its "
+            f"rwkv vocabulary serves ASCII characters without special tokens only. Export a model whose tokenizer "
+            f"has {ENDOFTEXT} (a corpus folder's, an alpaca fine-tune's), or train with data.tokenizer.kind bpe"
+        )
+    tokens = [ch.replace("\\", "\\\\") for ch in tokenizer.chars]
+    return Vocab(tokens, [gguf.TokenType.NORMAL] * len(tokens), [], None, "rwkv")
+
+
 def check_end_of_text(tokenizer: Tokenizer) -> None:
     """Refuse a vocabulary without <|endoftext|> whose token 11 llama.cpp would take for one."""
     if ENDOFTEXT not in tokenizer.special_tokens and tokenizer.vocab_size > DEFAULT_EOS:
@@ -119,11 +141,11 @@ def check_end_of_text(tokenizer: Tokenizer) -> None:
 def gguf_vocab(tokenizer: Tokenizer) -> Vocab:
     """The tokens, their types and merges, and the pre-tokenizer's name; special tokens
     are control tokens at their ids."""
-    check_end_of_text(tokenizer)
-    if isinstance(tokenizer, TiktokenBacked):
+    if isinstance(tokenizer, CharTokenizer):
+        vocab = char_vocab(tokenizer) if ENDOFTEXT in tokenizer.special_tokens else ascii_char_vocab(tokenizer)
+    elif isinstance(tokenizer, TiktokenBacked):
+        check_end_of_text(tokenizer)
         vocab = byte_level_vocab(tokenizer)
-    elif isinstance(tokenizer, CharTokenizer):
-        vocab = char_vocab(tokenizer)
     else:
         raise ValueError(f"no GGUF tokenizer for a {type(tokenizer).__name__}")
     tokens, types = list(vocab.tokens), list(vocab.types)
@@ -131,7 +153,7 @@ def gguf_vocab(tokenizer: Tokenizer) -> Vocab:
     types += [gguf.TokenType.UNUSED] * (tokenizer.vocab_size - len(types))
     for text, i in tokenizer.special_tokens.items():
         tokens[i], types[i] = text, gguf.TokenType.CONTROL
-    return Vocab(tokens, [int(t) for t in types], vocab.merges, vocab.pre)
+    return Vocab(tokens, [int(t) for t in types], vocab.merges, vocab.pre, vocab.model)
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: Tokenizer, template: str | None = None) -> None:
@@ -140,11 +162,13 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: Tokenizer, template: str |
     chat template (the Jinja text that transformers reads too) and end-of-turn token, where
     llama.cpp's and Ollama's chat stop."""
     vocab = gguf_vocab(tokenizer)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre is not None:
+        writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    if vocab.merges:
+        writer.add_token_merges(vocab.merges)
     specials = tokenizer.special_tokens
     if ENDOFTEXT in specials:
         writer.add_bos_token_id(specials[ENDOFTEXT])
