@@ -45,7 +45,7 @@ def test_the_file_holds_gpt2_metadata_and_the_tokenizer(bpe, tmp_path):
     meta = fields(path)
     assert meta["general.architecture"] == "gpt2"
     sizes = ("context_length", "embedding_length", "block_count", "attention.head_count")
-    assert [meta[f"gpt2.{k}"] for k in sizes] == [16, 32, 2, 2]
+    assert [meta[f"gpt2.{k}"] for k in sizes] == [256, 32, 2, 2]  # block_size 16, as llama.cpp's context rounds
     assert meta["gpt2.feed_forward_length"] == 128 and meta["gpt2.attention.layer_norm_epsilon"] == pytest.approx(1e-5)
     assert (meta["tokenizer.ggml.model"], meta["tokenizer.ggml.pre"]) == ("gpt2", "llama-bpe")  # our BPE's gpt4 split
     tokens = meta["tokenizer.ggml.tokens"]
@@ -65,15 +65,16 @@ def test_the_file_holds_gpt2_metadata_and_the_tokenizer(bpe, tmp_path):
 
 def test_f16_and_q8_0_store_the_matrices_and_keep_the_rest_f32(bpe, tmp_path):
     model = gpt(bpe, tie_weights=False)
-    sizes = {}
+    embedding_bytes = {}
     for dtype, matrix in (("f32", Q.F32), ("f16", Q.F16), ("q8_0", Q.Q8_0)):
         path = write_gguf(model, tmp_path / f"{dtype}.gguf", bpe, dtype)
         types = tensor_types(path)
         matrices = {"token_embd.weight", "output.weight", "blk.0.attn_qkv.weight", "blk.1.ffn_down.weight"}
         assert {types[name] for name in matrices} == {matrix}
         assert {types["position_embd.weight"], types["blk.0.attn_norm.weight"], types["blk.1.ffn_up.bias"]} == {Q.F32}
-        sizes[dtype] = path.stat().st_size
-    assert sizes["f32"] > 1.8 * sizes["f16"] > 1.8 * 1.6 * sizes["q8_0"]
+        embedding_bytes[dtype] = next(t.n_bytes for t in gguf.GGUFReader(path).tensors if t.name == "token_embd.weight")
+    # 4 bytes a weight, 2, and 34 a block of 32 (32 one-byte weights and an f16 scale).
+    assert embedding_bytes == {"f32": 300 * 32 * 4, "f16": 300 * 32 * 2, "q8_0": 300 * 34}
     # Rows 24 long are not a whole number of q8_0's blocks of 32: those matrices stay f16.
     types = tensor_types(write_gguf(gpt(bpe, n_embd=24), tmp_path / "narrow.gguf", bpe, "q8_0"))
     assert types["blk.0.attn_qkv.weight"] == Q.F16
@@ -88,6 +89,11 @@ def test_weights_are_ours_in_linear_layout_and_a_model_without_biases_gets_zero_
     for name in ("blk.0.attn_qkv.bias", "blk.1.ffn_up.bias", "output_norm.bias"):
         assert not tensors[name].data.any()
     assert "output.weight" not in tensors  # tied: llama.cpp reads the token embedding
+    # Positions past block_size (16) up to llama.cpp's context (256) repeat the last one.
+    wpe = model.transformer.wpe.weight.detach().numpy()
+    positions = tensors["position_embd.weight"].data
+    assert positions.shape == (256, 32) and np.array_equal(positions[:16], wpe)
+    assert np.array_equal(positions[16:], np.repeat(wpe[-1:], 240, axis=0))
 
 
 @pytest.mark.parametrize(
@@ -167,7 +173,7 @@ def test_export_writes_a_checkpoints_model_and_template(bpe, tmp_path, capsys):
     out = capsys.readouterr().out
     assert (
         out.startswith(f"wrote {tmp_path / 'chat.gguf'} (")
-        and "q8_0, llama.cpp architecture gpt2, chat template 'chat'" in out
+        and "q8_0, llama.cpp architecture gpt2, context 256 tokens, chat template 'chat'" in out
     )
     meta = fields(tmp_path / "chat.gguf")
     assert meta["tokenizer.chat_template"] == CHAT_JINJA and meta["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q8_0
@@ -177,7 +183,7 @@ def test_the_export_command_writes_a_character_model(tmp_path):
     args = [str(FIXTURES / "legacy" / "char_gpt2.ckpt"), str(tmp_path / "m.gguf")]
     result = subprocess.run([sys.executable, "-m", "gpt.interop.gguf", *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith(f"wrote {tmp_path / 'm.gguf'} (") and not result.stderr
-    assert fields(tmp_path / "m.gguf")["gpt2.context_length"] == 16
+    assert fields(tmp_path / "m.gguf")["gpt2.context_length"] == 256
 
 
 @pytest.mark.parametrize(

@@ -187,16 +187,15 @@ def test_llama_cpp_computes_our_logits(models, name, dtype, tmp_path, llama):
 @pytest.mark.parametrize("name", ["gpt2", "bpe", "char"])
 def test_llama_cpp_continues_greedily_as_we_do(models, name, tmp_path, llama):
     model, tokenizer, _ = models[name]
-    llm = llama(write_gguf(model, tmp_path / "m.gguf", tokenizer))
+    llm = llama(write_gguf(model, tmp_path / "m.gguf", tokenizer), n_ctx=0, logits_all=False)  # the file's context
     prompt = tokenizer.encode("All:\nSpe")
-    # Within the context: llama.cpp stops with an error past the position embeddings' rows.
-    n = model.config.block_size - len(prompt)
+    n = model.config.block_size - len(prompt)  # past block_size, ours slides a window and llama.cpp cannot
     ours = generate(model, torch.tensor([prompt]), max_new_tokens=n, temperature=0)[0, len(prompt) :].tolist()
     assert len(set(ours)) > 5 and tokenizer.eot_id not in ours  # varied text; llama.cpp would stop at eot
     if name == "char":
         assert 11 in ours  # where llama.cpp's gpt2 vocabulary, without <|endoftext|>, would stop
-    theirs = [token for token, _ in zip(llm.generate(prompt, temp=0.0, repeat_penalty=1.0), range(n))]
-    assert theirs == ours
+    theirs = [token for token, _ in zip(llm.generate(prompt, temp=0.0, repeat_penalty=1.0), range(n + 16))]
+    assert theirs[:n] == ours and len(theirs) == n + 16  # and on past block_size, rather than abort
 
 
 # ---- a chat model

@@ -45,6 +45,8 @@ MATRIX_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0}
 GPT2 = {"arch": "gpt", "pos": "learned", "mlp": "gelu", "norm": "layernorm", "causal": True}
 LLAMA = {"pos": "rope", "mlp": "swiglu", "norm": "rmsnorm"}
 NO_BIAS = ("wte.weight", "wpe.weight", "lm_head.weight")
+# llama.cpp rounds every context up to a multiple of this many tokens.
+CONTEXT_STEP = 256
 
 
 def check_gpt2_arch(config: GPTConfig) -> None:
@@ -67,11 +69,22 @@ def check_gpt2_arch(config: GPTConfig) -> None:
     raise ValueError(f"llama.cpp's gpt2 architecture cannot run a model with {settings}: it needs {needs}; {hint}")
 
 
+def context_length(config: GPTConfig) -> int:
+    """The positions the file holds: block_size rounded up to llama.cpp's smallest context."""
+    return -(-config.block_size // CONTEXT_STEP) * CONTEXT_STEP
+
+
 def gguf_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """The model's weights under llama.cpp's gpt2 names, in nn.Linear's (out, in) layout, a
-    zero bias wherever the model has none (bias=false, qkv_bias=false)."""
+    zero bias wherever the model has none (bias=false, qkv_bias=false), and position
+    embeddings for context_length positions: llama.cpp's context is a multiple of 256 tokens
+    and it stops with an assertion failure at a position the file lacks, so the positions
+    past block_size repeat the last one (ours slides a window of block_size tokens instead:
+    the two agree up to block_size tokens)."""
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, model.config.n_layer)
     state = {name: transpose_conv1d(name, t) for name, t in hf_state_dict(model).items()}  # back to (out, in)
+    wpe = state["wpe.weight"]
+    state["wpe.weight"] = torch.cat([wpe, wpe[-1:].expand(context_length(model.config) - wpe.size(0), -1)])
     for name, tensor in list(state.items()):
         bias = name.removesuffix("weight") + "bias"
         if name.endswith(".weight") and name not in NO_BIAS and bias not in state:
@@ -105,7 +118,7 @@ def write_gguf(
         raise ValueError(f"the output {str(path)!r} is a folder; give the name of a .gguf file in it")
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
     writer.add_name(path.stem)
-    writer.add_context_length(config.block_size)
+    writer.add_context_length(context_length(config))
     writer.add_embedding_length(config.n_embd)
     writer.add_feed_forward_length(config.mlp_hidden)
     writer.add_block_count(config.n_layer)
@@ -144,9 +157,11 @@ def export_gguf(ckpt_path: str, out: str, dtype: Dtype = "f32") -> None:
         raise ValueError(f"checkpoint {ckpt_path!r} has no tokenizer, which a GGUF file carries; export one that has")
     template = checkpoint.get("template")
     write_gguf(model, out, tokenizer, dtype, template)
-    size = Path(out).stat().st_size / 2**20
+    size = Path(out).stat().st_size
+    size_text = f"{size / 2**20:,.1f} MiB" if size >= 2**20 else f"{size / 2**10:,.1f} KiB"
     chat = f", chat template {template!r}" if template else ""
-    print(f"wrote {out} ({size:.1f} MiB, {dtype}, llama.cpp architecture gpt2{chat})")
+    context = context_length(model.config)
+    print(f"wrote {out} ({size_text}, {dtype}, llama.cpp architecture gpt2, context {context} tokens{chat})")
 
 
 if __name__ == "__main__":
