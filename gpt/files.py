@@ -58,7 +58,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """A file to write `path` through (mode "wb" or "w"): a temporary file beside it,
     renamed to `path` when the block ends without an error (atomic_path)."""
-    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding if "b" not in mode else None) as f:
+    text_encoding = encoding if "b" not in mode else None
+    with atomic_path(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY), mode, encoding=text_encoding) as f:
         yield f
 
 
