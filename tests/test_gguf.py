@@ -89,6 +89,9 @@ def test_weights_are_ours_in_linear_layout_and_a_model_without_biases_gets_zero_
     for name in ("blk.0.attn_qkv.bias", "blk.1.ffn_up.bias", "output_norm.bias"):
         assert not tensors[name].data.any()
     assert "output.weight" not in tensors  # tied: llama.cpp reads the token embedding
+    padded = gpt(bpe, padded_vocab_multiple=64)  # 320 rows, 300 of them tokens
+    rows = {t.name: t.data for t in gguf.GGUFReader(write_gguf(padded, tmp_path / "p.gguf", bpe)).tensors}
+    assert np.array_equal(rows["token_embd.weight"], padded.transformer.wte.weight[:300].detach().numpy())
     # Positions past block_size (16) up to llama.cpp's context (256) repeat the last one.
     wpe = model.transformer.wpe.weight.detach().numpy()
     positions = tensors["position_embd.weight"].data

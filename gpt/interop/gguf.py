@@ -65,7 +65,7 @@ def check_gpt2_arch(config: GPTConfig) -> None:
     elif any(getattr(config, k) == v for k, v in LLAMA.items()):
         hint = "llama.cpp's llama architecture takes RoPE, SwiGLU and RMSNorm only all together, without biases"
     else:
-        hint = "no llama.cpp architecture computes that with learned positions"
+        hint = "train with mlp=gelu to export (the gpt2 architecture's GELU is built into llama.cpp)"
     raise ValueError(f"llama.cpp's gpt2 architecture cannot run a model with {settings}: it needs {needs}; {hint}")
 
 
