@@ -87,8 +87,10 @@ def main() -> None:
             llm.close()
     what = args.ckpt or f"{args.preset}, random weights"
     params = sum(p.numel() for p in model.parameters())
-    print(f"{what}: {params / 1e6:.1f}M parameters, greedy, {new} new tokens after {len(prompt)}, batch 1, ")
-    print(f"{args.threads} threads, best of {args.repeats}")
+    print(
+        f"{what}: {params / 1e6:.1f}M parameters, greedy, {new} new tokens after {len(prompt)}, batch 1, "
+        f"{args.threads} threads, best of {args.repeats}"
+    )
     print("| decoder | file MiB | tok/s | x ours | greedy ids equal to ours |")
     print("| --- | --- | --- | --- | --- |")
     for name, size, speed, same in rows:
