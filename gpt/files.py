@@ -19,24 +19,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# The process's umask, read once: mkstemp makes files only their owner can read (0600); a
+# written file gets the permissions open() would have given it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """A file to write `path` through (mode "wb" or "w"): a temporary file beside it,
-    flushed to disk and renamed to `path` when the block ends without an error; on an
-    error it is deleted and `path` is as it was."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`, for a writer that opens the file by name (gguf's
+    GGUFWriter does): flushed to disk and renamed to `path` when the block ends without an
+    error; on an error it is deleted and `path` is as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so the rename stays on one filesystem and is atomic.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename makes it visible
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             # Say which file, and that the old one is intact: "[Errno 28] No space left on
             # device" alone does not tell a user what to free or where to write instead.
@@ -45,6 +52,15 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
                 f"{e.strerror} while writing {path} (its previous version, if any, is untouched): free some space",
             ) from e
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file to write `path` through (mode "wb" or "w"): a temporary file beside it,
+    renamed to `path` when the block ends without an error (atomic_path)."""
+    text_encoding = encoding if "b" not in mode else None
+    with atomic_path(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY), mode, encoding=text_encoding) as f:
+        yield f
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

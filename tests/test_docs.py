@@ -15,9 +15,10 @@ import pytest
 from helpers import ROOT, cli_parser
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Commands that need what a test cannot give (a GPU cluster, a download, a browser): their
-# programs are checked to exist, not run.
+# Commands that need what a test cannot give (a GPU cluster, a download, a browser, another
+# program: llama.cpp's, Ollama): not run.
 ELSEWHERE = ("pip", "tensorboard", "hf", "torchrun", "sbatch", "srun", "ruff", "git", "cd", "export", "curl", "mkdir")
+ELSEWHERE += ("llama-completion", "llama-cli", "llama-server", "ollama")
 
 
 def commands() -> list[tuple[str, str]]:

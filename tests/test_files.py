@@ -34,6 +34,12 @@ def test_nothing_is_created_when_the_first_write_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_written_file_is_readable_as_one_open_writes(tmp_path):
+    write_text(tmp_path / "a.txt", "x")
+    open(tmp_path / "b.txt", "w").close()
+    assert (tmp_path / "a.txt").stat().st_mode == (tmp_path / "b.txt").stat().st_mode
+
+
 def test_md5_of_a_file(tmp_path):
     write_text(tmp_path / "a.txt", "hello")
     assert md5_of(tmp_path / "a.txt") == "5d41402abc4b2a76b9719d911017c592"

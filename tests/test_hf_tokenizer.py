@@ -6,11 +6,9 @@ tiktoken's encodings come from TIKTOKEN_CACHE_DIR."""
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +18,7 @@ from gpt.interop.hf_tokenizer import onig_pattern, save_hf_tokenizer
 from gpt.model.generation import generate
 from gpt.model.models import GPT
 from gpt.tokenizers import ENDOFTEXT, MASK, PAD, SPECIAL_TOKENS, BPETokenizer, CharTokenizer, TiktokenTokenizer
-from helpers import LINES_TEXT, ROOT, smallest_config, tiny_config
+from helpers import LINES_TEXT, ROOT, smallest_config, trained_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -126,32 +124,6 @@ def test_the_split_regex_is_rewritten_for_oniguruma():
 
 
 # ---- an exported checkpoint in transformers' pipeline
-
-
-def trained_checkpoint(tokenizer, path, steps: int = 200) -> GPT:
-    """A tiny GPT trained for a second on LINES_TEXT (so that greedy decoding writes varied
-    text, not one token over and over), saved as `main.py fit` saves what predict reads."""
-    torch.manual_seed(0)
-    config = tiny_config(vocab_size=tokenizer.vocab_size, block_size=32)
-    model = GPT(config)
-    data = torch.tensor(tokenizer.encode(LINES_TEXT))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains ten times faster on one thread than on a busy two
-    try:
-        for _ in range(steps):
-            starts = torch.randint(0, len(data) - 33, (16,)).tolist()
-            x = torch.stack([data[i : i + 32] for i in starts])
-            y = torch.stack([data[i + 1 : i + 33] for i in starts])
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    state = {"model." + k: v for k, v in model.state_dict().items()}
-    torch.save({"hyper_parameters": asdict(config), "state_dict": state, "tokenizer": tokenizer.state_dict()}, path)
-    return model.eval()
 
 
 def assert_pipeline_generates_as_we_do(model, tokenizer, out_dir, prompt: str, varied: bool = True) -> None:
