@@ -11,9 +11,11 @@ import sys
 import pytest
 import torch
 
+from gpt.data.templates import TEMPLATES
 from gpt.eval import card
 from gpt.eval.__main__ import main as evaluate
-from gpt.eval.published import SOURCES, chance
+from gpt.eval.published import SOURCES, always_one_choice, chance
+from gpt.eval.tasks import task_named
 from gpt.model.models import GPT
 from gpt.tokenizers import TiktokenTokenizer
 from helpers import assert_clean_error, eval_data, tiny_config, write_checkpoint
@@ -32,18 +34,20 @@ RECORD = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three run folders of tiny GPT-2-tokenizer models (different weights); the second has the
-    training record a fit leaves, and was tuned from the first."""
+    training record a fit leaves, and was tuned from the first; the third is a chat model."""
     tmp = tmp_path_factory.mktemp("runs")
     gpt2 = TiktokenTokenizer("gpt2")
     folders = []
     for seed, name in enumerate(["pre", "sft", "dpo"]):
         torch.manual_seed(seed)
-        model = GPT(tiny_config(vocab_size=gpt2.vocab_size))
+        tokenizer = gpt2.with_special_tokens(TEMPLATES["chat"].special_tokens) if name == "dpo" else gpt2
+        model = GPT(tiny_config(vocab_size=tokenizer.vocab_size))
         folder = tmp / "lightning_logs" / name / "version_0"
         extra = RECORD if name == "sft" else {}
         if name == "sft":
             extra = extra | {"hyper_parameters": dataclasses.asdict(model.config) | {"init_from": str(folders[0])}}
-        write_checkpoint(folder / "checkpoints" / "last.ckpt", model, gpt2, step=10 * (seed + 1), **extra)
+        template = "chat" if name == "dpo" else None
+        write_checkpoint(folder / "checkpoints" / "last.ckpt", model, tokenizer, template, 10 * (seed + 1), **extra)
         folders.append(folder)
     return folders
 
@@ -112,13 +116,20 @@ def test_chance_levels_and_the_published_column_with_its_sources(runs, tmp_path,
     text = make_card(runs[:1], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     _, rows = table(text, "| task |")
     chances = {(r[0], r[1]): r[2] for r in rows if r[1] != "items"}
+    piqa, anatomy = (always_one_choice(task_named(t).load(eval_data(), 3)) for t in ("piqa", "mmlu_anatomy"))
     assert chances == {
         ("lambada", "acc"): "0",
         ("lambada", "perplexity"): "—",
-        ("piqa", "acc"): "0.5",
-        ("piqa", "acc_norm"): "0.5",
-        ("mmlu_anatomy", "acc"): "0.25",
+        ("piqa", "acc"): f"0.5 ({piqa[0]:.3f}–{piqa[1]:.3f})",
+        ("piqa", "acc_norm"): f"0.5 ({piqa[0]:.3f}–{piqa[1]:.3f})",
+        ("mmlu_anatomy", "acc"): f"0.25 ({anatomy[0]:.3f}–{anatomy[1]:.3f})",
     }
+    # always the first choice, ..., always the last: the shares of the right answers
+    two = [{"label": label, "choices": ["a", "b"]} for label in (0, 0, 1)]
+    assert always_one_choice(two) == (1 / 3, 2 / 3)
+    four = [{"label": label, "choices": list("ABCD")} for label in (3, 3, 1, 0)]
+    assert always_one_choice(four) == (0.0, 0.5)  # never C; D half the time
+    assert always_one_choice([{"context": "x", "target": " y"}]) is None  # LAMBADA: no choices
     figures = {(r[0], r[1]): r[-1] for r in rows if r[1] != "items"}
     assert figures[("lambada", "acc")] == "0.3256 [1] · 0.4599 [2]"
     assert figures[("lambada", "perplexity")] == "40.0554 [1] · 35.13 [2]"
@@ -135,10 +146,10 @@ def test_chance_levels_and_the_published_column_with_its_sources(runs, tmp_path,
 
 
 def test_what_each_checkpoint_recorded_of_its_training(runs, tmp_path, monkeypatch, capsys):
-    text = make_card(runs[:2], cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    text = make_card(runs, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     head, rows = table(text, "| |")
-    assert head == ["", "pre", "sft"]  # named after their experiments' folders
-    stages = {row[0]: row[1:] for row in rows}
+    assert head == ["", "pre", "sft", "dpo"]  # named after their experiments' folders
+    stages = {row[0]: row[1:3] for row in rows}
     assert stages["tokens seen"] == ["not recorded", "3,072"]
     assert stages["training time"] == ["not recorded", "1 min 15 s"]
     assert stages["hardware"] == ["not recorded", "1 x CPU (Test CPU, 2 threads), 32-true"]
@@ -146,7 +157,8 @@ def test_what_each_checkpoint_recorded_of_its_training(runs, tmp_path, monkeypat
     assert stages["started from"] == ["—", f"`{runs[0]}`"]
     assert stages["sha256, step"][0].endswith(", step 10") and stages["sha256, step"][1].endswith(", step 20")
     assert stages["parameters"] == ["1,634,208", "1,634,208"]  # 2 x 32 with GPT-2's 50,257-token embedding
-    assert stages["prompts"] == ["plain", "plain"]
+    prompts = {row[0]: row[1:] for row in rows}["prompts"]
+    assert prompts == ["plain", "plain", "chat template (lambada: plain)"]  # a chat model asked through its template
 
 
 def test_scores_python_m_gpt_eval_wrote_are_read_not_scored_again(runs, tmp_path, monkeypatch, capsys):

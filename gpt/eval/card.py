@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from gpt.errors import exit_on_user_error
-from gpt.eval.published import SOURCES, chance, published
+from gpt.eval.published import SOURCES, always_one_choice, chance, published
 from gpt.eval.run import data_dirs, default_output, load_tasks, results_json, run_record, run_tasks, write_results
 from gpt.eval.subject import Subject, checkpoint_subject, hf_subject, is_hf_folder, resolve_checkpoint
 from gpt.eval.task import EvalSettings
@@ -92,7 +92,8 @@ def main(args: list[str] | None = None) -> None:
             stage.results = results_json(stage.subject, scored, run, samples=False)
             write_results(stage.output, stage.results)
         print(f"{stage.name}: {'read' if stage.reused else 'wrote'} {stage.output}", file=sys.stderr)
-    text = card(stages, [t.name for t, _ in loaded], command, a.limit)
+    guesses = {task.name: always_one_choice(items) for task, items in loaded}
+    text = card(stages, guesses, command, a.limit)
     write_text(a.output, text)  # atomic: the whole page or none
     print(text)
     print(f"wrote {a.output}", file=sys.stderr)
@@ -155,8 +156,12 @@ def training_record(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def card(stages: list[Stage], tasks: list[str], command: list[str], limit: int | None) -> str:
-    """The page: how it was made, a table of the stages, the benchmark table and the sources."""
+def card(
+    stages: list[Stage], guesses: dict[str, tuple[float, float] | None], command: list[str], limit: int | None
+) -> str:
+    """The page: how it was made, a table of the stages, the benchmark table and the sources.
+    `guesses`: each task in order, with the range of always giving one answer on its items."""
+    tasks = list(guesses)
     items = f"the first {limit} items of each task (of each MMLU subject)" if limit else "every item of each task"
     lines = [
         "# Report card",
@@ -174,12 +179,15 @@ def card(stages: list[Stage], tasks: list[str], command: list[str], limit: int |
         "## Benchmarks",
         "",
         f"Scored as `python -m gpt.eval` scores them, on {items}: each score is a mean with its standard error "
-        "(±). *Chance* is what guessing scores: a score within about two standard errors of it is no better than "
-        "a guess, and shows the evaluator scoring a model that has not learned the task, not a fault in it. "
-        "GPT-2 124M's figures are as published, over every item, with their sources below.",
+        "(±). *Chance* is what guessing at random scores, and in brackets what always giving the same answer "
+        "scores on these items (always the first choice, ..., always the last): the right answers of a subset are "
+        "not spread evenly, and a model that prefers one choice scores its share. A score within about two "
+        "standard errors of chance, or inside that range, is no better than a guess: it shows the evaluator "
+        "scoring a model that has not learned the task, not a fault in it. GPT-2 124M's figures are as "
+        "published, over every item, with their sources below.",
         "",
     ]
-    table, cited = scores_table(stages, tasks)
+    table, cited = scores_table(stages, guesses)
     lines += table
     if cited:
         lines += ["", "Sources of the published figures (cited, not claimed):", ""]
@@ -207,13 +215,13 @@ def stages_table(stages: list[Stage], tasks: list[str]) -> list[str]:
     return lines + [f"| {row} | " + " | ".join(cells) + " |" for row, cells in rows.items()]
 
 
-def scores_table(stages: list[Stage], tasks: list[str]) -> tuple[list[str], list[str]]:
+def scores_table(stages: list[Stage], guesses: dict[str, tuple[float, float] | None]) -> tuple[list[str], list[str]]:
     """One row a metric (an MMLU subject's only in the JSON) and one of items scored (cut by the
     context); one column a stage; the published figures' sources in the order first cited."""
     head = ["task", "metric", "chance", *(s.name for s in stages), "GPT-2 124M, published"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     cited: list[str] = []
-    for task in tasks:
+    for task, guess in guesses.items():
         results = [s.results["tasks"][task] for s in stages]
         metrics = dict.fromkeys(m for r in results for m in r["metrics"] if "/" not in m)
         for metric in metrics:
@@ -223,7 +231,7 @@ def scores_table(stages: list[Stage], tasks: list[str]) -> tuple[list[str], list
             for value, source in published(task, metric):
                 cited += [source] if source not in cited else []
                 figures.append(f"{value:g} [{cited.index(source) + 1}]")  # as the source gives it
-            row = [task, metric, "—" if level is None else f"{level:g}", *cells, " · ".join(figures) or "—"]
+            row = [task, metric, chance_cell(level, guess), *cells, " · ".join(figures) or "—"]
             lines.append("| " + " | ".join(row) + " |")
         counts = [f"{r['n']:,} ({r['truncated']:,} cut)" for r in results]
         lines.append("| " + " | ".join([task, "items", "", *counts, ""]) + " |")
@@ -239,6 +247,12 @@ def number(value: float) -> str:
 
 def score(metric: dict[str, float] | None) -> str:
     return "—" if metric is None else f"{number(metric['value'])} ± {number(metric['stderr'])}"
+
+
+def chance_cell(level: float | None, guess: tuple[float, float] | None) -> str:
+    if level is None:
+        return "—"
+    return f"{level:g}" + (f" ({guess[0]:.3f}–{guess[1]:.3f})" if guess is not None else "")
 
 
 def sha_and_step(stage: Stage) -> str:
@@ -286,9 +300,12 @@ def val_loss(record: dict[str, Any]) -> str:
 
 
 def prompts(results: dict[str, Any], tasks: list[str]) -> str:
-    """How the items were asked: plain text, or through the chat template (LAMBADA: always plain)."""
-    kinds = dict.fromkeys(results["tasks"][task]["settings"].get("prompt", "plain") for task in tasks)
-    return " / ".join(kinds)
+    """How the items were asked: plain text, or through the chat template (LAMBADA always plain)."""
+    plain = [task for task in tasks if results["tasks"][task]["settings"].get("prompt", "plain") == "plain"]
+    template = results["checkpoint"].get("template")
+    if template is None or len(plain) == len(tasks):
+        return "plain"
+    return f"{template} template" + (f" ({', '.join(plain)}: plain)" if plain else "")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 guessing scores) and GPT-2 124M's published scores, each with the source that says it.
 
     chance("piqa", "acc")                      # 0.5
+    always_one_choice(items)                   # (0.232, 0.270): always A .. always D, on these items
     published("lambada", "perplexity")         # [(40.0554, "lm-eval-2159"), (35.13, "gpt2-paper")]
     SOURCES["gpt2-paper"]                      # what the source is and what it says
 
@@ -32,6 +33,17 @@ def chance(task: str, metric: str) -> float | None:
     if task == "humaneval" and metric.startswith("pass@"):
         return 0.0
     return CHANCE.get(task, {}).get(metric)
+
+
+def always_one_choice(items: list[dict]) -> tuple[float, float] | None:
+    """The lowest and highest score of always giving the same answer (choice k for every item),
+    over these items of a multiple-choice task; None for other tasks. On a subset the right
+    answers are not spread evenly over the choices, and a model that prefers one (an untrained
+    one often does) scores that choice's share rather than 1 / choices."""
+    if not items or not all("label" in item and "choices" in item for item in items):
+        return None
+    shares = [sum(item["label"] == k for item in items) / len(items) for k in range(len(items[0]["choices"]))]
+    return min(shares), max(shares)
 
 
 SOURCES: dict[str, str] = {
