@@ -69,17 +69,22 @@ def eval_data() -> Path:
     pytest.skip("the evaluation sets are not on this machine; set EVAL_DATA=/path/to/data/eval")
 
 
-def write_checkpoint(path: Path, model, tokenizer, template: str | None = None, step: int = 0) -> Path:
+def write_checkpoint(path: Path, model, tokenizer, template: str | None = None, step: int = 0, **extra) -> Path:
     """A checkpoint as `main.py fit` writes one, of a model built here: its config, weights,
-    tokenizer (and fine-tuning template), without training."""
+    tokenizer (and fine-tuning template), without training; `extra` adds or replaces entries
+    (callbacks' states, best_val_loss, ...)."""
     import torch
 
-    checkpoint = {
-        "hyper_parameters": dataclasses.asdict(model.config),
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "tokenizer": tokenizer.state_dict(),
-        "global_step": step,
-    } | ({"template": template} if template else {})
+    checkpoint = (
+        {
+            "hyper_parameters": dataclasses.asdict(model.config),
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "tokenizer": tokenizer.state_dict(),
+            "global_step": step,
+        }
+        | ({"template": template} if template else {})
+        | extra
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path

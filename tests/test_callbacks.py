@@ -1,4 +1,5 @@
-"""gpt/train/callbacks.py: the dropout schedule and the JSON-lines prediction writer."""
+"""gpt/train/callbacks.py: the dropout schedule, the JSON-lines prediction writer, and what the
+speed monitor records."""
 
 import errno
 import json
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 from gpt.data.prompts import prompt_items
 from gpt.model.generation import SamplingSettings
 from gpt.tokenizers import CharTokenizer
-from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter
+from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter, SpeedMonitor, cpu_name
 from gpt.train.checkpointing import SafeCheckpointIO
 from gpt.train.datamodule import GPTDataModule, as_list
 from gpt.train.lit_module import LitGPT
@@ -175,3 +176,24 @@ def test_mfu_peak_is_the_datasheets_for_the_precision_in_use(monkeypatch):
     assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 495e12  # TF32
     monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
     assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 67e12
+
+
+def test_a_resumed_run_adds_its_time_and_machine_to_what_its_checkpoint_recorded(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    monitor = SpeedMonitor()
+    monitor.load_state_dict({"tokens": 100})  # a checkpoint from before time and hardware were recorded
+    assert monitor.state_dict() == {"tokens": 100, "seconds": 0.0, "hardware": []}
+    saved = {"tokens": 100, "seconds": 50.0, "hardware": ["2 x NVIDIA H100 80GB HBM3, bf16-mixed"]}
+    monitor.load_state_dict(saved)
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    trainer = SimpleNamespace(strategy=cpu, precision="32-true", world_size=1, global_step=5)
+    monitor.on_train_start(trainer, SimpleNamespace())
+    started = monitor._started
+    monkeypatch.setattr(time, "perf_counter", lambda: started + 10.0)  # ten seconds of training since the resume
+    state = monitor.state_dict()
+    assert state["seconds"] == 60.0
+    here = f"1 x CPU ({cpu_name()}, {torch.get_num_threads()} threads), 32-true"
+    assert state["hardware"] == ["2 x NVIDIA H100 80GB HBM3, bf16-mixed", here]
+    assert saved["hardware"] == ["2 x NVIDIA H100 80GB HBM3, bf16-mixed"]  # the checkpoint's list is not changed

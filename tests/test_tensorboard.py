@@ -14,6 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gpt.eval.visualize import token_label
 from gpt.interop.checkpoint import load_model
+from gpt.train.callbacks import cpu_name
 from gpt.train.tensorboard import LAYOUT
 from helpers import ROOT, fit_args, main_here, scalars
 
@@ -47,7 +48,9 @@ def test_speed_and_tokens_seen(trained):
     run_dir, checkpoint, _, _ = trained
     tokens = scalars(run_dir, "train/tokens")
     assert tokens == [(step, (step + 1) * 8 * 32) for step in (1, 3, 5, 7, 9, 11)]  # 8 windows of 32 a step
-    assert torch.load(checkpoint, weights_only=True)["callbacks"]["SpeedMonitor"] == {"tokens": 12 * 8 * 32}
+    record = torch.load(checkpoint, weights_only=True)["callbacks"]["SpeedMonitor"]
+    assert record["tokens"] == 12 * 8 * 32 and record["seconds"] > 0  # fit's wall time: a report card shows it
+    assert record["hardware"] == [f"1 x CPU ({cpu_name()}, {torch.get_num_threads()} threads), 32-true"]
     for tag in ("train/tokens_per_sec", "train/ms_per_step"):
         assert [step for step, _ in scalars(run_dir, tag)] == [1, 3, 5, 7, 9, 11]
         assert all(value > 0 for _, value in scalars(run_dir, tag))

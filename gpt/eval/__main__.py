@@ -15,7 +15,16 @@ import sys
 import torch
 
 from gpt.errors import exit_on_user_error
-from gpt.eval.run import data_dirs, default_output, load_tasks, results_json, run_tasks, table, write_results
+from gpt.eval.run import (
+    data_dirs,
+    default_output,
+    load_tasks,
+    results_json,
+    run_record,
+    run_tasks,
+    table,
+    write_results,
+)
 from gpt.eval.subject import load_subject
 from gpt.eval.task import EvalSettings
 
@@ -85,9 +94,8 @@ def main(args: list[str] | None = None) -> None:
     )
     results = run_tasks(subject, loaded, settings)
     print(table(results))
-    run = {"command": ["python", "-m", "gpt.eval", *(sys.argv[1:] if args is None else args)], "limit": a.limit}
-    run |= {k: getattr(settings, k) for k in ("device", "batch_size", "num_samples", "temperature", "seed")}
-    run |= {"max_new_tokens": settings.max_new_tokens, "torch": torch.__version__}
+    command = ["python", "-m", "gpt.eval", *(sys.argv[1:] if args is None else args)]
+    run = run_record(command, a.limit, settings, a.plain)
     output = write_results(a.output or default_output(subject.identity), results_json(subject, results, run, a.samples))
     print(f"wrote {output}")
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from gpt.eval.subject import Subject
@@ -93,6 +94,15 @@ def table(results: list[TaskResult]) -> str:
             )
             first = False
     return "\n".join(line.rstrip() for line in lines)
+
+
+def run_record(command: list[str], limit: int | None, settings: EvalSettings, plain: bool) -> dict[str, Any]:
+    """How the scores were made, as the JSON's "run" holds it: the command, the items a task,
+    whether a chat model was asked plain prompts, the settings and torch's version. A report
+    card reuses a file whose run asks for what it asks for (gpt/eval/card.py)."""
+    run = {"command": command, "limit": limit, "plain": plain}
+    keys = ("device", "batch_size", "num_samples", "temperature", "seed", "max_new_tokens")
+    return run | {k: getattr(settings, k) for k in keys} | {"torch": torch.__version__}
 
 
 def results_json(subject: Subject, results: list[TaskResult], run: dict[str, Any], samples: bool) -> dict[str, Any]:

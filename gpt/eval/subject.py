@@ -48,9 +48,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_subject(path: str | Path) -> Subject:
     path = resolve_checkpoint(path)
-    if path.is_dir() and (path / "config.json").is_file():
+    if is_hf_folder(path):
         return hf_subject(path)
-    checkpoint = load_checkpoint(path)
+    return checkpoint_subject(path, load_checkpoint(path))
+
+
+def is_hf_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def checkpoint_subject(path: Path, checkpoint: dict[str, Any]) -> Subject:
+    """The subject of a checkpoint already read (load_checkpoint) from path."""
     model, tokenizer = model_of(checkpoint, path), checkpoint_tokenizer(checkpoint)
     if tokenizer is None:
         raise ValueError(f"checkpoint {str(path)!r} has no tokenizer; evaluate one that main.py fit wrote")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,28 @@ def peak_flops(trainer: L.Trainer) -> float | None:
     return matmul_peak_flops(device, dtype) if device.type == "cpu" else None
 
 
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it on Linux (platform.processor() elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware(trainer: L.Trainer) -> str:
+    """What a run trains on, in a line: devices x the device's name, and the precision, e.g.
+    "1 x NVIDIA H100 80GB HBM3, bf16-mixed" or "1 x CPU (AMD EPYC 7B13, 2 threads), 32-true"."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = f"CPU ({cpu_name()}, {torch.get_num_threads()} threads)"
+    else:
+        name = device.type
+    return f"{trainer.world_size} x {name}, {trainer.precision}"
+
+
 class SpeedMonitor(Callback):
     """How fast training goes, as nanoGPT prints it, in TensorBoard every log_every_n_steps:
 
@@ -48,11 +71,16 @@ class SpeedMonitor(Callback):
     train/mfu             model FLOP utilisation: the model's FLOPs per second over what
                           the devices can do (see peak_flops)
 
-    The token count is saved in checkpoints: a resumed run counts on from where it stopped.
+    Checkpoints hold the token count, the wall time of fit since training began (validation
+    included; data preparation before it not) and the hardware it ran on: a resumed run counts
+    on from where it stopped, and a report card (gpt/eval/card.py) reads them.
     """
 
     def __init__(self) -> None:
         self.tokens = 0
+        self.seconds = 0.0  # of the runs before a resume; this one's from _started
+        self.hardware: list[str] = []  # one entry for each different machine the run trained on
+        self._started: float | None = None
         self._window_start: float | None = None
         self._window_tokens = 0
         self._window_steps = 0
@@ -60,12 +88,19 @@ class SpeedMonitor(Callback):
         self._last_step = -1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokens": int(self.tokens)}
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return {"tokens": int(self.tokens), "seconds": round(self.seconds + running, 3), "hardware": self.hardware}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tokens = state["tokens"]
+        self.seconds = state.get("seconds", 0.0)  # checkpoints before these were recorded: unknown, 0
+        self.hardware = list(state.get("hardware", []))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+        machine = hardware(trainer)
+        if machine not in self.hardware:
+            self.hardware.append(machine)
         self.peak = peak_flops(trainer)
         model = getattr(pl_module, "model", None)
         self.flops_per_token = model.flops_per_token() if hasattr(model, "flops_per_token") else None
