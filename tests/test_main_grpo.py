@@ -146,6 +146,15 @@ def test_two_ddp_ranks_learn_what_one_process_does(sft, uninterrupted, tmp_path)
         assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], abs=1e-5), tag
 
 
+def test_with_lora_the_reference_is_the_model_with_its_adapters_off(sft, tmp_path):
+    result = grpo(tmp_path, sft, "--model.lora", "{r: 4, alpha: 8, dropout: 0.0}", "--model.learning_rate", "1e-2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kl = [v for _, v in scalars(tmp_path / "lightning_logs/version_0", "train/kl")]
+    assert kl[0] == 0.0 and kl[-1] > 0  # adapters start at zero: the policy is the reference, then moves
+    state = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k for k in state)  # the adapters alone: no copy of the model as reference
+
+
 def answers_yes(completion, problem):
     return "yes"
 
@@ -161,6 +170,7 @@ def answers_yes(completion, problem):
         (["--data.problems.path", "data/sft.jsonl"], "the problem has no text in 'question'"),
         (["--data.problems.held_out", "nope.jsonl"], "problems file 'nope.jsonl' does not exist"),
         (["--model.objective", "causal"], "data.problems are for model.objective grpo"),
+        (["--trainer.accumulate_grad_batches", "2"], "gradient accumulation (2 micro-batches) would split it"),
     ],
 )
 def test_grpo_mistakes_are_one_error_line(sft, tmp_path, extra, message):

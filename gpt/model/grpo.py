@@ -126,7 +126,7 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's loss on completions (rows) and their tokens (columns, `mask` 1 where a token is
     the completion's). logp: log pi of each sampled token (with gradient); old_logp: of the
-    policy that sampled them; ref_logp: of the reference (None with beta 0); advantages: one a
+    policy that sampled them; ref_logp: of the reference (None: no KL); advantages: one a
     row. tokens: dapo's count of completion tokens (default: mask's; under DDP every rank's
     / world size, so that averaging the ranks' gradients gives the whole batch's mean).
     Returns the loss and, detached, the mean KL and the fraction of tokens clipped."""
@@ -135,7 +135,7 @@ def grpo_loss(
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
     A = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * A, clipped * A)
-    kl = kl_k3(logp, ref_logp) if beta > 0 and ref_logp is not None else torch.zeros_like(logp)
+    kl = kl_k3(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)  # with beta 0: watched only
     per_token = per_token + beta * kl
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()

@@ -169,14 +169,13 @@ def rollout(module: Any, problems: list[dict[str, Any]]) -> Rollouts:
     advantages = group_advantages(rewards, s.scale_rewards).flatten().to(module.device)
     sequences = [r.ids + c.ids for r, c in zip(requests, completions)]
     x, y, mask = pad(sequences, [len(r.ids) for r in requests], module.device)
-    old_logp = ref_logp = None
+    old_logp = None
     with torch.no_grad():
         if s.updates > 1:  # the sampling policy: as the decoder ran it, without dropout
             module.model.eval()
             old_logp = token_logprobs(module.model(x, attention_mask=mask), y)
             module.model.train(training)
-        if s.beta > 0:
-            ref_logp = token_logprobs(reference_logits(module, x, mask), y)
+        ref_logp = token_logprobs(reference_logits(module, x, mask), y)  # with beta 0 too: train/kl shows the drift
     lengths = torch.tensor([len(c.ids) for c in completions], dtype=torch.float)
     logs = {
         "train/reward": rewards.mean(),
