@@ -3,6 +3,7 @@ reinforcement learning on them; what TensorBoard shows; exact resume after SIGTE
 (rollouts kept for a second update included); DDP equal to one process; the mistakes a user
 can make, each one error line."""
 
+import re
 import signal
 
 import pytest
@@ -15,14 +16,18 @@ pytestmark = pytest.mark.slow  # fits through the command line, DDP and a killed
 
 TINY = "--model.n_layer 2 --model.n_head 2 --model.n_embd 32 --model.block_size 32 --model.dropout 0.0".split()
 BASE = [*QUIET, "--seed_everything", "1", "--model.warmup_steps", "2", "--trainer.log_every_n_steps", "1"]
-GRPO = [
-    *BASE,
-    *"--model.objective grpo --model.grpo.group_size 4 --model.grpo.max_completion_tokens 4".split(),
+PROBLEMS = [
     *"--data.problems.path data/train.jsonl --data.problems.held_out data/test.jsonl".split(),
     # A reward that a model this small earns some of: digits written (exact sums are few), and
-    # validation's accuracy by exact_match. No weight decay: the weights move by the gradient alone.
+    # validation's accuracy by exact_match.
     *"--data.problems.reward test_main_grpo:digits --data.problems.check gpt.eval.checkers:exact_match".split(),
-    *"--model.weight_decay 0".split(),
+]
+GRPO = [
+    *BASE,
+    *PROBLEMS,
+    *"--model.objective grpo --model.grpo.group_size 4 --model.grpo.max_completion_tokens 4".split(),
+    "--model.weight_decay",
+    "0",  # the weights move by the gradient alone
     *"--trainer.max_steps 6 --trainer.val_check_interval 3 --data.batch_size 2 --model.val_sample_tokens 0".split(),
 ]
 TAGS = ("train/loss", "train/reward", "train/kl", "train/clip_fraction", "val/accuracy", "val/reward")
@@ -95,11 +100,25 @@ def test_grpo_learns_from_rewards_and_shows_it(uninterrupted):
     assert any(p.name.startswith("step3-acc") for p in (run / "checkpoints").iterdir())  # the best: by accuracy
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
     events.Reload()
+    section = (ROOT / "docs/grpo.md").read_text().split("## Watching it learn")[1].split("\n## ")[0]
+    named = set(re.findall(r"`([a-z_]+/[a-z_]+)`", section)) - {"train/reward_errors"}  # that one with zero
+    assert named <= set(events.Tags()["scalars"]) | {t.removesuffix("/text_summary") for t in events.Tags()["tensors"]}
     text = events.Tensors("val/completions/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.count("\n| '") == 4 + 4  # four held-out problems, and the four completions of one group
     assert "| reward | advantage |" in text
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    settings = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert settings["model.grpo.group_size"].number_value == 4 and settings["model.objective"].string_value == "grpo"
+    # A GRPO checkpoint validates and predicts without its reference (nothing else reads it).
+    validated = main_here("validate", "--ckpt_path", str(run / "checkpoints/last.ckpt"), *PROBLEMS, cwd=run.parents[1])
+    assert validated.returncode == 0 and "val/accuracy" in validated.stdout, validated.stderr[-3000:]
+    sampling = "--model.sampling.temperature 0 --model.sampling.max_new_tokens 4 --data.prompt 1+2".split()
+    predicted = main_here("predict", "--ckpt_path", str(run / "checkpoints/last.ckpt"), *sampling, cwd=run.parents[1])
+    assert predicted.returncode == 0 and predicted.stdout.startswith("1+2"), predicted.stderr[-3000:]
 
 
 @pytest.mark.parametrize("updates, stop, saved", [(1, {"step": 3}, 4), (2, {"step": 4, "signum": 9}, 3)])
@@ -157,6 +176,15 @@ def test_with_lora_the_reference_is_the_model_with_its_adapters_off(sft, tmp_pat
 
 def answers_yes(completion, problem):
     return "yes"
+
+
+def test_a_failing_reward_with_reward_errors_zero_scores_zero_and_the_run_goes_on(sft, tmp_path):
+    zero = ["--data.problems.reward", "test_main_grpo:answers_yes", "--data.problems.reward_errors", "zero"]
+    result = grpo(tmp_path, sft, *zero, "--trainer.max_steps", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "lightning_logs/version_0"
+    assert scalars(run, "train/reward_errors") == [(0, 8.0), (1, 8.0)]  # 2 problems x 4 completions a step
+    assert [v for _, v in scalars(run, "train/reward")] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ class GRPOSettings:
             come into play. Each counts as a step of trainer.max_steps.
         epsilon: eps, the clip range: the ratio pi / pi_old counts within [1 - eps, 1 + eps] (PPO's 0.2).
         beta: beta, the weight of the KL penalty to the reference (DeepSeekMath: 0.04; 0 drops
-            it, as DAPO and nanochat do).
+            it, as DAPO and nanochat do: train/kl still shows it).
         loss: How token losses are averaged: grpo (per completion, then over completions),
             dapo (over all completion tokens), dr_grpo (a constant: completions x
             max_completion_tokens).

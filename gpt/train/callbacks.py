@@ -25,7 +25,7 @@ def tokens_in(batch: Any, pl_module: L.LightningModule) -> int | torch.Tensor:
     (a count left on the device: reading it would wait for the GPU at every step), or for GRPO's
     problems the prompts and completions its step trained on."""
     if isinstance(batch[0], dict):
-        return pl_module.rollout_tokens
+        return pl_module.rl.tokens
     return batch[2].sum() if len(batch) == 3 else batch[0].numel()
 
 

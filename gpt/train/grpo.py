@@ -24,7 +24,7 @@ import numbers
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -92,11 +92,11 @@ class Reward:
 
 def rewards_of(module: Any) -> tuple[Reward, Reward]:
     """The reward and the check (validation's right or wrong) the data names, made once."""
-    if getattr(module, "rewards", None) is None:
+    if module.rl.rewards is None:
         s = module.trainer.datamodule.finetuning.settings
         reward = Reward(s.reward, s.reward_errors, s.reward_timeout)
-        module.rewards = (reward, Reward(s.check, s.reward_errors, s.reward_timeout) if s.check else reward)
-    return module.rewards
+        module.rl.rewards = (reward, Reward(s.check, s.reward_errors, s.reward_timeout) if s.check else reward)
+    return module.rl.rewards
 
 
 def prompts_of(module: Any, problems: list[dict[str, Any]]) -> list[list[int]]:
@@ -106,9 +106,9 @@ def prompts_of(module: Any, problems: list[dict[str, Any]]) -> list[list[int]]:
             "model.objective grpo asks its problems through the chat template the model was fine-tuned with, "
             "and this model has none: fine-tune it on instructions first (docs/finetune.md)"
         )
-    field = module.trainer.datamodule.finetuning.settings.question
+    question = module.trainer.datamodule.finetuning.settings.question
     s, block_size = module.grpo, module.config.block_size
-    texts = [p[field] for p in problems]
+    texts = [p[question] for p in problems]
     return encode_prompts(module.tokenizer, texts, module.template, "grpo", block_size, s.max_completion_tokens)[0]
 
 
@@ -133,6 +133,19 @@ class Rollouts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass
+class GRPOState:
+    """What a GRPO run keeps between steps (LitGPT.rl): the rollouts while updates on them remain
+    (in the checkpoint), the reward functions, the prompt and completion tokens of the last
+    update (for tokens/s), and for TensorBoard the latest group and a few held-out completions."""
+
+    rollouts: Rollouts | None = None
+    rewards: tuple[Reward, Reward] | None = None
+    tokens: torch.Tensor | int = 0
+    group: list[tuple[str, str, float, float]] = field(default_factory=list)  # problem, completion, reward, advantage
+    shown: list[tuple[str, str, float]] = field(default_factory=list)  # problem, completion, reward
+
+
 def pad(sequences: list[list[int]], starts: list[int], device: torch.device) -> tuple[torch.Tensor, ...]:
     """(x, y, attention mask) of prompt + completion sequences, padded on the right; y scores
     each sequence's tokens from `starts` (its completion) on."""
@@ -154,17 +167,16 @@ def rollout(module: Any, problems: list[dict[str, Any]]) -> Rollouts:
     prompts = prompts_of(module, problems)
     ends = end_ids(module.tokenizer, module.template)
     first = module.global_step * B * world  # this step's problems, all ranks together, before these
+    seeds = [s.seed + (first + i * world + rank) * G + j for i in range(B) for j in range(G)]
     requests = [
-        Request(
-            ids, s.max_completion_tokens, s.temperature, end_ids=ends, seed=s.seed + (first + i * world + rank) * G + j
-        )
-        for i, ids in enumerate(prompts)
-        for j in range(G)
+        Request(prompts[k // G], s.max_completion_tokens, s.temperature, end_ids=ends, seed=seed)
+        for k, seed in enumerate(seeds)
     ]
     training = module.model.training
     completions = decode(module.model, module.tokenizer, requests, slots=len(requests))
     module.model.train(training)  # the decoder puts it in eval mode
     reward, _ = rewards_of(module)
+    failures = reward.failures
     rewards = torch.tensor([reward(c.text, problems[k // G]) for k, c in enumerate(completions)]).view(B, G)
     advantages = group_advantages(rewards, s.scale_rewards).flatten().to(module.device)
     sequences = [r.ids + c.ids for r, c in zip(requests, completions)]
@@ -183,11 +195,11 @@ def rollout(module: Any, problems: list[dict[str, Any]]) -> Rollouts:
         "train/frac_reward_zero_std": (rewards.std(dim=1) == 0).float().mean(),  # groups that teach nothing
         "train/completion_tokens": lengths.mean(),
         "train/completions_cut": torch.tensor([c.finish == "length" for c in completions]).float().mean(),
-        **({"train/reward_errors": torch.tensor(float(reward.failures))} if reward.errors == "zero" else {}),
+        **({"train/reward_errors": torch.tensor(float(reward.failures - failures))} if reward.errors == "zero" else {}),
     }
-    module.shown_rollouts = [
-        (problems[0][module.trainer.datamodule.finetuning.settings.question], c.text, float(r), float(a))
-        for c, r, a in zip(completions[:G], rewards[0], advantages[:G])
+    question = problems[0][module.trainer.datamodule.finetuning.settings.question]
+    module.rl.group = [
+        (question, c.text, float(r), float(a)) for c, r, a in zip(completions, rewards[0], advantages[:G])
     ]
     return Rollouts(x, y, mask, advantages, old_logp, ref_logp, logs)
 
@@ -195,9 +207,9 @@ def rollout(module: Any, problems: list[dict[str, Any]]) -> Rollouts:
 def grpo_step(module: Any, batch: list[dict[str, Any]]) -> torch.Tensor:
     """One update: on new rollouts of this batch's problems, or on the kept ones."""
     s = module.grpo
-    if getattr(module, "rollouts", None) is None:
-        module.rollouts = rollout(module, batch)
-    r = module.rollouts
+    if module.rl.rollouts is None:
+        module.rl.rollouts = rollout(module, batch)
+    r = module.rl.rollouts
     logp = token_logprobs(module.run_model(r.x, r.mask), r.y)
     scored = r.y != IGNORE_INDEX
     strategy, world = module.trainer.strategy, module.trainer.world_size
@@ -212,10 +224,10 @@ def grpo_step(module: Any, batch: list[dict[str, Any]]) -> torch.Tensor:
     module.log("train/loss", loss, prog_bar=True)
     module.log_dict({"train/kl": kl, "train/clip_fraction": clipped})  # over every rank's tokens
     module.log_dict(r.logs, sync_dist=True)  # each rank has as many completions: the mean of means is the mean
-    module.rollout_tokens = r.mask.sum()
+    module.rl.tokens = r.mask.sum()
     r.uses += 1
     if r.uses == s.updates:
-        module.rollouts = None
+        module.rl.rollouts = None
     return loss
 
 
@@ -227,7 +239,7 @@ def validate(module: Any, problems: list[dict[str, Any]], prefix: str) -> None:
     prompts = prompts_of(module, problems)
     completions = [c[0] for c in sample(module.model, module.tokenizer, prompts, settings, s.max_completion_tokens, ())]
     rewards = [reward(c.text, p) for c, p in zip(completions, problems)]
-    right = [check(c.text, p) for c, p in zip(completions, problems)]
+    right = rewards if check is reward else [check(c.text, p) for c, p in zip(completions, problems)]
     n = len(problems)
     values = {
         f"{prefix}/accuracy": sum(right) / n,
@@ -235,16 +247,15 @@ def validate(module: Any, problems: list[dict[str, Any]], prefix: str) -> None:
         f"{prefix}/completion_tokens": sum(len(c.ids) for c in completions) / n,
     }
     module.log_dict(values, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-    shown = getattr(module, "shown", None) or []  # the first few of the split: the same problems every time
+    shown = module.rl.shown  # the first few of the split: the same problems every time
     if len(shown) < SHOWN:
-        field = module.trainer.datamodule.finetuning.settings.question
-        more = [(p[field], c.text, r) for p, c, r in zip(problems, completions, rewards)]
-        module.shown = shown + more[: SHOWN - len(shown)]
+        question = module.trainer.datamodule.finetuning.settings.question
+        shown += [(p[question], c.text, r) for p, c, r in zip(problems, completions, rewards)][: SHOWN - len(shown)]
 
 
 def save_rollouts(module: Any, checkpoint: dict[str, Any]) -> None:
     """Rollouts kept for more updates go into the checkpoint, every rank's."""
-    rollouts = getattr(module, "rollouts", None)
+    rollouts = module.rl.rollouts
     states = gather_from_ranks(rollouts.state_dict() if rollouts is not None else None)
     if any(state is not None for state in states):
         checkpoint["grpo_rollouts"] = states
@@ -257,7 +268,7 @@ def load_rollouts(module: Any, checkpoint: dict[str, Any]) -> None:
     state = states[module.global_rank % len(states)] if states else None
     if state is not None:
         state = {k: move(v, module.device) for k, v in state.items()}
-    module.rollouts = Rollouts(**state) if state is not None else None
+    module.rl.rollouts = Rollouts(**state) if state is not None else None
     if module.reference is None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
 

@@ -31,6 +31,7 @@ from gpt.model.masking import IGNORE_INDEX, mask_batch
 from gpt.model.models import GPT, build_model
 from gpt.tokenizers import Tokenizer
 from gpt.train import finetune, grpo
+from gpt.train.grpo import GRPOState
 from gpt.train.predicting import predict_items
 from gpt.train.runtime import (
     apply_settings,
@@ -144,7 +145,8 @@ class LitGPT(L.LightningModule):
         )
         self.hparams["lora"] = asdict(lora) if lora is not None else None
         grpo = GRPOSettings(**grpo) if isinstance(grpo, dict) else grpo
-        self.grpo = grpo if objective == "grpo" else None  # its settings, and its rollouts while kept (grpo.py)
+        self.grpo = grpo if objective == "grpo" else None
+        self.rl = GRPOState() if self.grpo is not None else None  # what GRPO keeps between steps
         if self.grpo is not None:
             self.hparams["grpo"] = asdict(grpo)
         self.config = GPTConfig(**config, causal=objective != "masked")
@@ -326,7 +328,8 @@ def save_state(module: LitGPT, checkpoint: dict[str, Any]) -> None:
     if module.template is not None:
         checkpoint["template"] = module.template.name
     finetune.keep_adapters_only(module, checkpoint)
-    grpo.save_rollouts(module, checkpoint)
+    if module.grpo is not None:
+        grpo.save_rollouts(module, checkpoint)
 
 
 def restore_state(module: LitGPT, checkpoint: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ GRPO_LAYOUT = {
 ANSWERS = 3  # held-out instructions answered at every validation of a fine-tuning run
 ANSWER_TOKENS = 100
 HPARAM_METRICS = ("val/loss", "val/best_loss")  # the last and the best validation loss, per run
+GRPO_METRICS = ("val/accuracy", "val/reward")  # GRPO validates with no loss
 PREDICT_ONLY = ("data.prompt", "data.prompts_file", "data.num_samples", "data.tokenizer_from", "data.data_dir")
 
 
@@ -89,6 +90,7 @@ def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[s
     command line and config gave them) and the trainer's that change what is learned."""
     settings: dict[str, Any] = {f"model.{k}": v for k, v in pl_module.hparams.items() if not isinstance(v, dict)}
     settings |= {f"model.{k}": v for k, v in asdict(pl_module.config).items()}  # with the preset's values
+    settings |= {f"model.grpo.{k}": v for k, v in (pl_module.hparams.get("grpo") or {}).items()}
     settings |= {f"data.{k}": v for k, v in data.items() if not k.startswith("tokenizer")}
     tokenizer = getattr(trainer.datamodule, "tokenizer_config", None)  # as used: unset is {kind: char}
     settings |= {f"data.tokenizer.{k}": v for k, v in (asdict(tokenizer) if tokenizer else {}).items()}
@@ -127,7 +129,8 @@ class TensorBoardPictures(Callback):
         extra = DPO_LAYOUT if getattr(pl_module, "dpo", False) else {}
         writer.add_custom_scalars(LAYOUT | extra | (GRPO_LAYOUT if getattr(pl_module, "grpo", None) else {}))
         settings = flat_settings(pl_module, trainer, self.data_settings)
-        for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, math.nan)):  # the metrics' names only
+        metrics = GRPO_METRICS if getattr(pl_module, "grpo", None) else HPARAM_METRICS
+        for summary in hparams(settings, dict.fromkeys(metrics, math.nan)):  # the metrics' names only
             writer.file_writer.add_summary(summary)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -187,9 +190,10 @@ class TensorBoardPictures(Callback):
     def log_completions(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
         """GRPO: a few held-out problems with the greedy completion and its reward, and the group
         of the latest rollouts' first problem, each with its reward and advantage."""
-        shown, group = getattr(pl_module, "shown", None), getattr(pl_module, "shown_rollouts", None)
-        if not shown:
+        state = getattr(pl_module, "rl", None)
+        if state is None or not state.shown:
             return
+        shown, group = state.shown, state.group
         text = f"after {step + 1} steps: held-out problems, greedy\n\n" + table(
             ["problem", "completion", "reward"], [(cell(q), cell(c), f"{r:g}") for q, c, r in shown]
         )
@@ -198,7 +202,7 @@ class TensorBoardPictures(Callback):
             text += "\n\nthe latest rollouts' first group, sampled\n\n"
             text += table(["problem", "completion", "reward", "advantage"], rows)
         writer.add_text("val/completions", text, step)
-        pl_module.shown = None  # the next validation shows its own
+        state.shown = []  # the next validation shows its own
 
     def log_attention(self, writer: Any, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         ids = self.prompt_ids(trainer, pl_module)
