@@ -295,6 +295,8 @@ class LitGPT(L.LightningModule):
             # setup) brings its own. (`main.py ... --ckpt_path` drops init_from, but for the base
             # of a checkpoint that holds LoRA adapters alone.)
             finetune.prepare(self, stage)
+        if self.grpo is not None and stage != "predict":
+            grpo.rewards_of(self)  # a reward that cannot be found stops the run before it starts
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_state(self, checkpoint)
