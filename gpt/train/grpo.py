@@ -19,6 +19,7 @@ sampling (gpt/eval/sampling.py), and logs the fraction right (val/accuracy) and 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import signal
@@ -38,6 +39,8 @@ from gpt.model.grpo import group_advantages, grpo_loss
 from gpt.model.masking import IGNORE_INDEX
 from gpt.train.finetune import reference_logits
 from gpt.train.runtime import gather_from_ranks
+
+log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 
 SHOWN = 4  # held-out problems whose completions TensorBoard shows at each validation
 
@@ -109,7 +112,14 @@ def prompts_of(module: Any, problems: list[dict[str, Any]]) -> list[list[int]]:
     question = module.trainer.datamodule.finetuning.settings.question
     s, block_size = module.grpo, module.config.block_size
     texts = [p[question] for p in problems]
-    return encode_prompts(module.tokenizer, texts, module.template, "grpo", block_size, s.max_completion_tokens)[0]
+    prompts, cut = encode_prompts(module.tokenizer, texts, module.template, "grpo", block_size, s.max_completion_tokens)
+    if cut and not module.rl.said_cut:  # once a run: the evaluation cuts them so too
+        module.rl.said_cut = True
+        log.warning(
+            f"warning: {cut} of {len(texts)} problems are longer than the context leaves beside "
+            f"max_completion_tokens {s.max_completion_tokens}: their questions lose their start"
+        )
+    return prompts
 
 
 @dataclass
@@ -144,6 +154,7 @@ class GRPOState:
     tokens: torch.Tensor | int = 0
     group: list[tuple[str, str, float, float]] = field(default_factory=list)  # problem, completion, reward, advantage
     shown: list[tuple[str, str, float]] = field(default_factory=list)  # problem, completion, reward
+    said_cut: bool = False  # that prompts were cut to the context, said once
 
 
 def pad(sequences: list[list[int]], starts: list[int], device: torch.device) -> tuple[torch.Tensor, ...]:
