@@ -137,6 +137,7 @@ def test_a_stopped_or_killed_grpo_run_resumes_to_the_same_numbers(sft, uninterru
     assert ("grpo_rollouts" in last) == (updates == 2)  # the rollouts of step 3, for the update of step 4
     resumed = grpo(tmp_path, sft, *extra, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming with" not in resumed.stderr  # the same settings, parsed or read back, are no change
     assert logged(tmp_path) == logged(uninterrupted[updates])  # every value, to the bit
 
 
