@@ -83,6 +83,8 @@ class GPTCLI(LightningCLI):
         parser.link_arguments(("model.preset", "model.block_size"), "data.block_size", compute_fn=cli.model_block_size)
         # The data serves the objective: a masked model needs <|mask|> in the tokenizer.
         parser.link_arguments("model.objective", "data.objective")
+        # GRPO's updates on one batch of rollouts: the data gives each batch that many times.
+        parser.link_arguments("model.grpo.updates", "data.repeats")
         # Follows from the data (the tokenizer), so it is computed, never typed.
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 

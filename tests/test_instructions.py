@@ -68,6 +68,13 @@ def test_records_name_their_file_and_line(tmp_path):
     first, second = read_records(path)
     assert (first.where, second.where) == (f"{path}:2", f"{path}:7")  # where each object starts
     assert first.format == "alpaca" and second.messages[0].input == "2 and 3"
+    problem = {"question": "Natalia sold 48 clips ...", "answer": "She sold 48/2 = 24 ...\n#### 72", "id": 3}
+    (record,) = read_records(write_jsonl(tmp_path / "gsm8k.jsonl", [problem]))  # a problem and its worked answer
+    assert [(m.role, m.content) for m in record.messages] == [
+        ("user", problem["question"]),
+        ("assistant", problem["answer"]),
+    ]
+    assert record.format == "chat"
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gpt.model.masking import IGNORE_INDEX  # targets with this value are not scored
 
@@ -228,6 +228,8 @@ class ResumableSampler(DistributedSampler):
         epoch_now: Callable[[], int] | None = None,
         lengths: list[int] | None = None,
         group: int = 1,
+        repeats: int = 1,
+        batch: int = 1,
     ):
         super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.n, self.skip = n, 0
@@ -235,6 +237,8 @@ class ResumableSampler(DistributedSampler):
         # Examples of different lengths: within each run of `group` shuffled indices, longest
         # first, so that a batch holds examples of about one length and little padding.
         self.lengths, self.group = lengths, group
+        # GRPO's updates on one batch of rollouts: each batch of `batch` indices `repeats` times in a row.
+        self.repeats, self.batch = repeats, batch
 
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this as each epoch begins; a new epoch starts at its beginning. (On a
@@ -262,9 +266,31 @@ class ResumableSampler(DistributedSampler):
         return order
 
     def __len__(self) -> int:
-        return self.n // self.num_replicas
+        per_rank = self.n // self.num_replicas
+        return per_rank if self.repeats == 1 else per_rank // self.batch * self.batch * self.repeats
 
     def __iter__(self):
-        order = self.permutation()[self.rank : len(self) * self.num_replicas : self.num_replicas]
+        per_rank = self.n // self.num_replicas
+        order = self.permutation()[self.rank : per_rank * self.num_replicas : self.num_replicas]
+        if self.repeats > 1:
+            batches = order[: per_rank // self.batch * self.batch].view(-1, 1, self.batch)
+            order = batches.expand(-1, self.repeats, -1).flatten()
         skip, self.skip = self.skip, 0  # only the first pass after resume() starts part-way
         yield from order[skip:].tolist()
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, saved in every checkpoint and restored on resume (Lightning's
+    stateful dataloaders): its state is where the training data stands, so a resumed run
+    carries on with the very batch an uninterrupted one would train on next."""
+
+    position: Callable[[], dict[str, int]]  # set by GPTDataModule.train_dataloader
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):  # that epoch was done: the next one starts
+            epoch, batches = epoch + 1, 0
+        self.sampler.resume(epoch, batches * self.batch_size)

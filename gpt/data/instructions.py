@@ -3,6 +3,7 @@ one, rendered with a template and encoded with the tokens the model learns to wr
 
     Alpaca       {"instruction": ..., "input": ..., "output": ...}          (input may be "")
     chat         {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
+    problem      {"question": ..., "answer": ...}: a chat of the two (GSM8K's, gpt/data/problems.py)
     preference   either of the two, with "chosen" and "rejected" replies in place of the last one
 
 A mistake in a record is one error naming the file and line (a .json array's records too):
@@ -110,8 +111,12 @@ def to_record(value: Any, where: str) -> Record:
         if pair:
             return Record((user,), where, chosen, rejected, "alpaca")
         return Record((user, Message("assistant", text_field(value, "output", where))), where, format="alpaca")
+    if "question" in value and "answer" in value and not pair:  # a problem and its worked answer
+        question, answer = text_field(value, "question", where), text_field(value, "answer", where)
+        return Record((Message("user", question), Message("assistant", answer)), where, format="chat")
     raise ValueError(
-        f"{where}: neither an Alpaca record (instruction, input, output) nor a chat (messages); "
+        f"{where}: neither an Alpaca record (instruction, input, output), a chat (messages) nor a problem "
+        "(question, answer); "
         f"it has {', '.join(map(repr, value)) or 'no fields'}"
     )
 

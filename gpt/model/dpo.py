@@ -17,13 +17,19 @@ import torch.nn.functional as F
 from gpt.model.masking import IGNORE_INDEX
 
 
-def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over each row of log p(target), the reply's tokens only (targets IGNORE_INDEX
-    elsewhere): (B, T, V), (B, T) -> (B,)."""
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at each position, 0 where the target is IGNORE_INDEX (not the reply's):
+    (B, T, V), (B, T) -> (B, T)."""
     scored = targets != IGNORE_INDEX
     logp = torch.log_softmax(logits.float(), dim=-1)
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * scored).sum(-1)
+    return picked * scored
+
+
+def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum over each row of log p(target), the reply's tokens only (targets IGNORE_INDEX
+    elsewhere): (B, T, V), (B, T) -> (B,)."""
+    return token_logprobs(logits, targets).sum(-1)
 
 
 def dpo_loss(

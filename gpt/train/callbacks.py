@@ -21,9 +21,12 @@ from gpt.eval.report import gpu_peak_flops, matmul_peak_flops
 from gpt.files import atomic_write
 
 
-def tokens_in(batch: Any) -> int | torch.Tensor:
+def tokens_in(batch: Any, pl_module: L.LightningModule) -> int | torch.Tensor:
     """Tokens a training batch holds: (x, y) windows, or (x, y, attention_mask) padded examples
-    (a count left on the device: reading it would wait for the GPU at every step)."""
+    (a count left on the device: reading it would wait for the GPU at every step), or for GRPO's
+    problems the prompts and completions its step trained on."""
+    if isinstance(batch[0], dict):
+        return pl_module.rl.tokens
     return batch[2].sum() if len(batch) == 3 else batch[0].numel()
 
 
@@ -111,8 +114,8 @@ class SpeedMonitor(Callback):
             self._window_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        n = tokens_in(batch)
-        if trainer.world_size > 1 and len(batch) == 3:  # padded examples: every rank has its own count
+        n = tokens_in(batch, pl_module)
+        if trainer.world_size > 1 and (isinstance(batch[0], dict) or len(batch) == 3):  # each rank its own count
             n = trainer.strategy.reduce(n, reduce_op="sum")
         elif trainer.world_size > 1:  # windows: every rank's batch has the same shape
             n *= trainer.world_size

@@ -91,6 +91,10 @@ def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None, 
         # Ids mean what they meant in training, and predicting needs no training corpus.
         config.data.tokenizer_from = ckpt_path or (init_from if init_from and is_checkpoint(init_from) else None)
     if subcommand == "fit":
+        if config.model.objective == "grpo" and config.checkpoint.monitor == "val/loss":
+            # GRPO validates with no loss: its best checkpoint is the most accurate on the held-out problems.
+            config.checkpoint.monitor, config.checkpoint.mode = "val/accuracy", "max"
+            config.checkpoint.filename = config.checkpoint.filename.replace("val{val/loss", "acc{val/accuracy")
         # A resumed run's checkpoints are in its folder on purpose: it carries on where they left off.
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         return

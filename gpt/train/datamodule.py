@@ -14,7 +14,6 @@ its own share of the validation windows, each once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -27,6 +26,7 @@ from gpt.data.datasets import (
     EvalSampler,
     EvalWindows,
     PadBatch,
+    ResumableLoader,
     ResumableSampler,
     TrainWindows,
     check_shards,
@@ -35,6 +35,7 @@ from gpt.data.datasets import (
     split_text,
 )
 from gpt.data.finetuning import InstructionData, InstructionSet, PadExamples
+from gpt.data.problems import ProblemData, ProblemSet
 from gpt.data.prompts import prompt_items, read_prompts, unescape
 from gpt.data.shards import SHARD_TOKENS, SPLITS
 from gpt.data.sources import HubDataset
@@ -49,23 +50,6 @@ EXAMPLES = ("paragraphs", "lines")  # modes of natural-length examples, padded w
 def as_list(batch: list) -> list:
     """Predict's collate: a batch of prompt items stays a list of dicts."""
     return batch
-
-
-class ResumableLoader(DataLoader):
-    """The training loader, saved in every checkpoint and restored on resume (Lightning's
-    stateful dataloaders): its state is where the training data stands, so a resumed run
-    carries on with the very batch an uninterrupted one would train on next."""
-
-    position: Callable[[], dict[str, int]]  # set by GPTDataModule.train_dataloader
-
-    def state_dict(self) -> dict[str, int]:
-        return self.position()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, batches = state["epoch"], state["batches"]
-        if batches >= len(self):  # that epoch was done: the next one starts
-            epoch, batches = epoch + 1, 0
-        self.sampler.resume(epoch, batches * self.batch_size)
 
 
 class GPTDataModule(L.LightningDataModule):
@@ -85,7 +69,7 @@ class GPTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 1337,
         mode: Literal["windows", "paragraphs", "lines"] = "windows",
-        objective: Literal["causal", "masked", "dpo"] = "causal",
+        objective: Literal["causal", "masked", "dpo", "grpo"] = "causal",
         prompt: str | None = None,
         prompts_file: str | None = None,
         num_samples: int = 1,
@@ -96,6 +80,8 @@ class GPTDataModule(L.LightningDataModule):
         tokenize_workers: int | None = None,
         hub: HubDataset | None = None,
         instructions: InstructionData | None = None,
+        problems: ProblemData | None = None,
+        repeats: int = 1,
     ):
         """
         Args:
@@ -128,7 +114,7 @@ class GPTDataModule(L.LightningDataModule):
                 batch with <|pad|>, which attention and the loss never see.
             objective: The model's objective (linked from model.objective): "masked" needs a
                 tokenizer with <|mask|>; the char tokenizer gains <|pad|> and <|mask|> for it;
-                "dpo" needs preference records (data.instructions).
+                "dpo" needs preference records (data.instructions), "grpo" problems (data.problems).
             prompt: Text that predict continues. Escape sequences such as \\n are allowed.
                 Without a prompt or prompts_file, text starts after the tokenizer's
                 <|endoftext|>, or after a newline when it has none.
@@ -148,6 +134,9 @@ class GPTDataModule(L.LightningDataModule):
             instructions: Fine-tune on instruction, chat or preference records in place of a
                 corpus: {path: alpaca.json, template: chat} (gpt/data/finetuning.py); the
                 held-out share is data.val_fraction of the records, shuffled with data.seed.
+            problems: Reinforcement learning on problems a reward checks, in place of a corpus:
+                {path: train.jsonl, reward: gpt.eval.checkers:exact_match} (gpt/data/problems.py).
+            repeats: Each training batch this many times in a row (linked from model.grpo.updates).
         """
         super().__init__()
         check_settings(locals())
@@ -160,10 +149,11 @@ class GPTDataModule(L.LightningDataModule):
         self.stride = stride or (block_size if self.sharded else 1)
         self.shard_tokens, self.val_tokens, self.tokenize_workers = shard_tokens, val_tokens, tokenize_workers
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
-        self.mode, self.objective = ("instructions" if instructions else mode), objective
+        self.mode, self.objective = ("instructions" if instructions else "problems" if problems else mode), objective
         self.finetuning = InstructionSet(instructions, pairs=objective == "dpo") if instructions else None
+        self.finetuning = ProblemSet(problems) if problems else self.finetuning
         self.prompt, self.prompts_file, self.num_samples = prompt, prompts_file, num_samples
-        self.tokenizer_from = tokenizer_from
+        self.tokenizer_from, self.repeats = tokenizer_from, repeats
         self._tokenizer: Tokenizer | None = None
         self.train_ids: np.ndarray | list[np.ndarray] | None = None
         self.val_ids: np.ndarray | list[np.ndarray] | None = None
@@ -189,14 +179,7 @@ class GPTDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         # Read when the CLI links it to the model: the first moment the tokenizer is known,
         # so a tokenizer that cannot serve the objective or the mode is refused here.
-        needs = {MASK: self.objective == "masked", PAD: self.mode in EXAMPLES}
-        for token, needed in needs.items():
-            if needed and token not in self.tokenizer.special_tokens:
-                why = "objective masked" if token == MASK else f"data.mode {self.mode}"
-                raise ValueError(
-                    f"{why} needs a {token} token, which the tokenizer ({self.tokenizer!r}) lacks; use "
-                    "data.tokenizer.kind char or bpe"
-                )
+        check_special_tokens(self.tokenizer, self.objective, self.mode)
         return self.tokenizer.vocab_size
 
     # ---- Lightning hooks
@@ -205,6 +188,7 @@ class GPTDataModule(L.LightningDataModule):
         # Runs on one process per node before setup: download and tokenize there, once.
         if self.trainer is not None and self.trainer.state.fn == "predict":
             return  # predict needs only the prompt and the checkpoint's tokenizer
+        check_problems(self.objective, self.finetuning)
         if self.finetuning is not None:
             self.finetuning.read()  # a hub dataset: downloaded once, before setup
         elif self.sharded:
@@ -261,6 +245,7 @@ class GPTDataModule(L.LightningDataModule):
         dataset = TrainWindows(self.train_ids, self.block_size, self.stride) if windows else self.train_ids
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         grouping = self.finetuning.grouping(self.train_ids, self.batch_size * world_size) if self.finetuning else {}
+        grouping |= {"repeats": self.repeats, "batch": self.batch_size}  # GRPO's updates on one batch of rollouts
         loader = ResumableLoader(
             dataset,
             collate_fn=self.collate(),
@@ -338,5 +323,31 @@ def check_settings(s: dict) -> None:
         raise ValueError('the prompt is empty; give at least one character, e.g. --data.prompt "\\n"')
     if s["prompt"] is not None and s["prompts_file"] is not None:
         raise ValueError("give data.prompt or data.prompts_file, not both")
+    if s["problems"] is not None and (s["objective"] != "grpo" or s["instructions"] is not None):
+        raise ValueError("data.problems are for model.objective grpo, in place of data.instructions")
+    if s["problems"] is not None and not s["tokenizer_from"]:
+        raise ValueError(
+            "data.problems: reinforcement learning tunes a chat model of ours, with its tokenizer and template: "
+            "give model.init_from a checkpoint (or run folder) fine-tuned with data.instructions"
+        )
     if s["val_tokens"] is not None and s["val_tokens"] < s["block_size"] + 1:
         raise ValueError(f"val_tokens must be at least block_size + 1 = {s['block_size'] + 1}, got {s['val_tokens']}")
+
+
+def check_problems(objective: str, finetuning: InstructionSet | ProblemSet | None) -> None:
+    """GRPO's data is problems (for fit, validate and test; predict needs none)."""
+    if objective == "grpo" and not isinstance(finetuning, ProblemSet):
+        raise ValueError("model.objective grpo learns from problems a reward checks: give data.problems")
+
+
+def check_special_tokens(tokenizer: Tokenizer, objective: str, mode: str) -> None:
+    """Refuse a tokenizer that cannot serve the objective or the mode: masked needs <|mask|>,
+    examples of their own length <|pad|>."""
+    needs = {MASK: objective == "masked", PAD: mode in EXAMPLES}
+    for token, needed in needs.items():
+        if needed and token not in tokenizer.special_tokens:
+            why = "objective masked" if token == MASK else f"data.mode {mode}"
+            raise ValueError(
+                f"{why} needs a {token} token, which the tokenizer ({tokenizer!r}) lacks; use "
+                "data.tokenizer.kind char or bpe"
+            )

@@ -12,16 +12,19 @@ from typing import Any
 
 import torch
 
-from gpt.interop.init import load_init
+from gpt.data.templates import template
+from gpt.interop.checkpoint import load_checkpoint
+from gpt.interop.init import is_checkpoint, load_init
 from gpt.model.dpo import dpo_loss, sequence_logprobs
 from gpt.model.lora import adapter_state, adapters_off, apply_lora
 
 log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 
 
-def prepare(module: Any) -> None:
+def prepare(module: Any, stage: str = "fit") -> None:
     """Once, at setup: load init_from (its tokenizer may have grown: new rows start at the mean
-    embedding), put the LoRA adapters in, and keep DPO's reference."""
+    embedding), put the LoRA adapters in, and keep DPO's and GRPO's reference (GRPO's for fit
+    alone: nothing else reads it), and for GRPO the template init_from was tuned with."""
     if getattr(module, "prepared", False):
         return
     module.prepared = True
@@ -43,22 +46,35 @@ def prepare(module: Any) -> None:
         trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in module.model.parameters())
         log.info(f"LoRA r={module.lora.r}: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})")
-    if module.dpo and module.lora is None:
+    if module.grpo is not None and init_from and module.template is None:
+        name = load_checkpoint(init_from).get("template") if is_checkpoint(init_from) else None
+        if name is None:
+            raise ValueError(
+                f"model.init_from {init_from} was not fine-tuned on instructions (it has no template), and GRPO "
+                "asks its problems through the model's own: tune it with data.instructions first (docs/finetune.md)"
+            )
+        module.template = template(name)
+    if (module.dpo or (module.grpo is not None and stage == "fit")) and module.lora is None:
         # The model as it starts, frozen: a submodule, so checkpoints keep it and a resumed run
         # compares against the same reference. (With LoRA: the model with its adapters off.)
         module.reference = copy.deepcopy(module.model).requires_grad_(False).eval()
 
 
-def reference_logprobs(module: Any, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def reference_logits(module: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The frozen reference's logits: its own copy, or with LoRA the model with its adapters off."""
     with torch.no_grad():
         if module.reference is not None:
-            return sequence_logprobs(module.reference(x, attention_mask=mask), y)
+            return module.reference(x, attention_mask=mask)
         with adapters_off(module.model):
             training = module.model.training
             module.model.eval()  # no dropout in the reference
             logits = module.model(x, attention_mask=mask)
             module.model.train(training)
-        return sequence_logprobs(logits, y)
+        return logits
+
+
+def reference_logprobs(module: Any, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return sequence_logprobs(reference_logits(module, x, mask), y)
 
 
 def dpo_step(module: Any, batch: tuple[torch.Tensor, ...], prefix: str, log_values: bool) -> torch.Tensor:

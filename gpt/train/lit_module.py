@@ -25,11 +25,13 @@ from gpt.data.templates import Template, template
 from gpt.interop.checkpoint import check_tokenizer_fits, checkpoint_tokenizer
 from gpt.model.config import GPTConfig
 from gpt.model.generation import SamplingSettings
+from gpt.model.grpo import GRPOSettings
 from gpt.model.lora import LoRASettings
 from gpt.model.masking import IGNORE_INDEX, mask_batch
 from gpt.model.models import GPT, build_model
 from gpt.tokenizers import Tokenizer
-from gpt.train import finetune
+from gpt.train import finetune, grpo
+from gpt.train.grpo import GRPOState
 from gpt.train.predicting import predict_items
 from gpt.train.runtime import (
     apply_settings,
@@ -74,9 +76,10 @@ class LitGPT(L.LightningModule):
     def __init__(
         self,
         init_from: str | None = None,
-        objective: Literal["causal", "masked", "dpo"] = "causal",
+        objective: Literal["causal", "masked", "dpo", "grpo"] = "causal",
         mask_prob: float = 0.15,
         dpo_beta: float = 0.1,
+        grpo: GRPOSettings = GRPOSettings(),
         lora: LoRASettings | None = None,
         learning_rate: float = 1e-3,
         min_lr: float = 1e-4,
@@ -102,9 +105,12 @@ class LitGPT(L.LightningModule):
                 the tokens hidden by <|mask|> (BERT's recipe; needs a tokenizer with <|mask|>).
                 dpo: preference tuning on chosen/rejected pairs (Rafailov et al. 2023) against
                 the model as it starts, frozen (data.instructions with preference records).
+                grpo: reinforcement learning from rewards (Shao et al. 2024), on data.problems.
             mask_prob: masked: the fraction of tokens selected for prediction; of those, 80%
                 become <|mask|>, 10% a random token, 10% stay.
             dpo_beta: dpo: how far the model may move from the reference (DPO's beta).
+            grpo: grpo: {group_size: 8, temperature: 1.0, updates: 1, epsilon: 0.2, beta: 0.04, ...}
+                (gpt/model/grpo.py).
             lora: Train low-rank adapters beside the frozen weights instead of every weight
                 (Hu et al. 2021): {r: 8, alpha: 16, dropout: 0.05, targets: [attn, proj, mlp]}.
             learning_rate: Peak learning rate, reached at the end of warmup.
@@ -130,13 +136,18 @@ class LitGPT(L.LightningModule):
         super().__init__()
         check_settings(locals())
         # sampling: from each predict's command line; lora: kept as a plain dict (weights_only).
-        self.save_hyperparameters(ignore=["sampling", "lora"])
+        self.save_hyperparameters(ignore=["sampling", "lora", "grpo"])
         lora = (
             LoRASettings(**{**lora, "targets": tuple(lora.get("targets", LoRASettings.targets))})
             if isinstance(lora, dict)
             else lora
         )
         self.hparams["lora"] = asdict(lora) if lora is not None else None
+        grpo = GRPOSettings(**grpo) if isinstance(grpo, dict) else grpo
+        self.grpo = grpo if objective == "grpo" else None
+        self.rl = GRPOState() if self.grpo is not None else None  # what GRPO keeps between steps
+        if self.grpo is not None:
+            self.hparams["grpo"] = asdict(grpo)
         self.config = GPTConfig(**config, causal=objective != "masked")
         self.model = build_model(self.config)
         if (init_from or lora) and not isinstance(self.model, GPT):
@@ -184,6 +195,8 @@ class LitGPT(L.LightningModule):
         return x, y, attention_mask
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.grpo is not None:
+            return grpo.grpo_step(self, batch)
         if self.dpo:
             return finetune.dpo_step(self, batch, "train", log_values=self.logs_this_step())
         inputs, targets, attention_mask = self.inputs_and_targets(batch)
@@ -220,6 +233,8 @@ class LitGPT(L.LightningModule):
         self.on_validation_epoch_start()
 
     def evaluate(self, batch: Batch, prefix: str) -> None:
+        if self.grpo is not None:
+            return grpo.validate(self, batch, prefix)
         if self.dpo:
             self.val_loss.update(finetune.dpo_step(self, batch, prefix, log_values=True), weight=batch[0].size(0) // 2)
             self.log(f"{prefix}/loss", self.val_loss, prog_bar=True)
@@ -248,7 +263,7 @@ class LitGPT(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # The lowest validation loss of the run so far, for HPARAMS' table (val/loss is the last).
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking and self.grpo is None:
             self.best_val_loss = min(self.best_val_loss, float(self.val_loss.compute()))
             self.log("val/best_loss", self.best_val_loss)
 
@@ -277,35 +292,15 @@ class LitGPT(L.LightningModule):
             # The starting weights, adapters and reference, before a checkpoint (restored after
             # setup) brings its own. (`main.py ... --ckpt_path` drops init_from, but for the base
             # of a checkpoint that holds LoRA adapters alone.)
-            finetune.prepare(self)
+            finetune.prepare(self, stage)
+        if self.grpo is not None and stage != "predict":
+            grpo.rewards_of(self)  # a reward that cannot be found stops the run before it starts
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.tokenizer is not None:
-            checkpoint["tokenizer"] = self.tokenizer.state_dict()
-        # Every rank's random state (dropout, masking): a resumed run draws the same numbers.
-        checkpoint["rng_states"] = gather_from_ranks(rng_state())
-        checkpoint["best_val_loss"] = self.best_val_loss
-        if self.template is not None:
-            checkpoint["template"] = self.template.name
-        finetune.keep_adapters_only(self, checkpoint)
+        save_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.restored_from_checkpoint = True
-        self.best_val_loss = checkpoint.get("best_val_loss", math.inf)
-        states = checkpoint.get("rng_states")
-        if states and self._trainer is not None and self.trainer.state.fn == "fit":
-            set_rng_state(states[self.trainer.global_rank % len(states)])
-        saved = checkpoint.get("hyper_parameters", {})
-        if self.hparams.get("decay_steps") is None and saved.get("decay_steps") is not None:
-            self.hparams.decay_steps = saved["decay_steps"]  # the schedule's horizon of the run resumed
-        # Against the model's size as saved, then as built here (which may follow the data
-        # module's tokenizer, and would agree with it even when the weights do not).
-        tokenizer = checkpoint_tokenizer(checkpoint)
-        if tokenizer is not None:
-            check_tokenizer_fits(tokenizer, self.config.vocab_size)
-            self.tokenizer = tokenizer
-        if checkpoint.get("template"):
-            self.template = template(checkpoint["template"])
+        restore_state(self, checkpoint)
 
     # ---- predict
 
@@ -320,3 +315,40 @@ class LitGPT(L.LightningModule):
         """batch: {"index", "sample", "prompt"} items from GPTDataModule.predict_dataloader
         (gpt/train/predicting.py)."""
         return predict_items(self, batch, self._predict_generator)
+
+
+def save_state(module: LitGPT, checkpoint: dict[str, Any]) -> None:
+    """What a checkpoint holds besides Lightning's own: the tokenizer, every rank's random state,
+    the best validation loss, the template, and (fine-tuning) adapters alone, GRPO's rollouts."""
+    if module.tokenizer is not None:
+        checkpoint["tokenizer"] = module.tokenizer.state_dict()
+    # Every rank's random state (dropout, masking): a resumed run draws the same numbers.
+    checkpoint["rng_states"] = gather_from_ranks(rng_state())
+    checkpoint["best_val_loss"] = module.best_val_loss
+    if module.template is not None:
+        checkpoint["template"] = module.template.name
+    finetune.keep_adapters_only(module, checkpoint)
+    if module.grpo is not None:
+        grpo.save_rollouts(module, checkpoint)
+
+
+def restore_state(module: LitGPT, checkpoint: dict[str, Any]) -> None:
+    """Back from a checkpoint: what save_state wrote, and the schedule's horizon of the run resumed."""
+    module.restored_from_checkpoint = True
+    module.best_val_loss = checkpoint.get("best_val_loss", math.inf)
+    states = checkpoint.get("rng_states")
+    if states and module._trainer is not None and module.trainer.state.fn == "fit":
+        set_rng_state(states[module.trainer.global_rank % len(states)])
+    saved = checkpoint.get("hyper_parameters", {})
+    if module.hparams.get("decay_steps") is None and saved.get("decay_steps") is not None:
+        module.hparams.decay_steps = saved["decay_steps"]  # the schedule's horizon of the run resumed
+    # Against the model's size as saved, then as built here (which may follow the data
+    # module's tokenizer, and would agree with it even when the weights do not).
+    tokenizer = checkpoint_tokenizer(checkpoint)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, module.config.vocab_size)
+        module.tokenizer = tokenizer
+    if checkpoint.get("template"):
+        module.template = template(checkpoint["template"])
+    if module.grpo is not None:
+        grpo.load_rollouts(module, checkpoint)

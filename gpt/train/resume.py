@@ -120,8 +120,11 @@ def note_changes(model: Any, checkpoint: dict[str, Any], max_steps: int | None) 
     """Resuming: say which of the checkpoint's training settings this run changes (they apply
     from here), and when there is nothing left to train."""
     for key, value in saved_settings(checkpoint).items():
-        if key in model and key not in FIELDS and key != "init_from" and model[key] != value:
-            print(f"resuming with {key} {model[key]!r} (the checkpoint's run had {value!r})", file=sys.stderr)
+        if key in model and key not in FIELDS and key != "init_from" and plain(model[key]) != plain(value):
+            print(
+                f"resuming with {key} {plain(model[key])!r} (the checkpoint's run had {plain(value)!r})",
+                file=sys.stderr,
+            )
     step = checkpoint.get("global_step", 0)
     if max_steps is not None and 0 <= max_steps <= step:
         print(
@@ -129,3 +132,10 @@ def note_changes(model: Any, checkpoint: dict[str, Any], max_steps: int | None) 
             "(give a larger --trainer.max_steps to train on)",
             file=sys.stderr,
         )
+
+
+def plain(value: Any) -> Any:
+    """A setting as JSON holds it: a group of settings (model.lora, model.grpo) as parsed or as
+    a checkpoint keeps it compare alike."""
+    value = value.as_dict() if hasattr(value, "as_dict") else value
+    return json.loads(json.dumps(value, default=str))

@@ -133,5 +133,11 @@ def apply_tokens_per_step(trainer: L.Trainer, data: Any) -> None:
                 f"sequences x {data.block_size} tokens x {k} micro-batches accumulated",
                 file=sys.stderr,
             )
+    if trainer.accumulate_grad_batches > 1 and getattr(data, "objective", None) == "grpo":
+        raise ValueError(
+            f"model.objective grpo samples and learns from one batch of problems a step, and gradient accumulation "
+            f"({trainer.accumulate_grad_batches} micro-batches) would split it: give more problems a step with "
+            "data.batch_size, without data.tokens_per_step or trainer.accumulate_grad_batches"
+        )
     if trainer.accumulate_grad_batches > 1 and isinstance(trainer.val_check_interval, int):
         trainer.val_check_interval *= trainer.accumulate_grad_batches

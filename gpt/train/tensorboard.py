@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.tensorboard.summary import hparams
 
+from gpt.data.finetuning import InstructionSet
 from gpt.eval.visualize import MAX_PROMPT_TOKENS, attention_image, attention_maps, describe_tokens, token_label
 from gpt.files import write_text
 from gpt.model.generation import SamplingSettings, complete_batch, start_ids
@@ -52,9 +53,25 @@ DPO_LAYOUT = {
         "pairs ranked right": ["Multiline", ["train/reward_accuracy", "val/reward_accuracy"]],
     }
 }
+# Reinforcement learning (model.objective grpo): the rollouts' rewards, the held-out accuracy, how
+# far the policy has moved from the reference and from the policy that sampled.
+GRPO_LAYOUT = {
+    "reinforcement learning": {
+        "reward (train: the rollouts, val: held out, greedy)": ["Multiline", ["train/reward", "val/reward"]],
+        "held-out accuracy": ["Multiline", ["val/accuracy"]],
+        "reward spread within a group, and groups that teach nothing": [
+            "Multiline",
+            ["train/reward_std", "train/frac_reward_zero_std"],
+        ],
+        "KL to the reference": ["Multiline", ["train/kl"]],
+        "tokens clipped": ["Multiline", ["train/clip_fraction"]],
+        "completion length": ["Multiline", ["train/completion_tokens", "val/completion_tokens"]],
+    }
+}
 ANSWERS = 3  # held-out instructions answered at every validation of a fine-tuning run
 ANSWER_TOKENS = 100
 HPARAM_METRICS = ("val/loss", "val/best_loss")  # the last and the best validation loss, per run
+GRPO_METRICS = ("val/accuracy", "val/reward")  # GRPO validates with no loss
 PREDICT_ONLY = ("data.prompt", "data.prompts_file", "data.num_samples", "data.tokenizer_from", "data.data_dir")
 
 
@@ -73,6 +90,7 @@ def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[s
     command line and config gave them) and the trainer's that change what is learned."""
     settings: dict[str, Any] = {f"model.{k}": v for k, v in pl_module.hparams.items() if not isinstance(v, dict)}
     settings |= {f"model.{k}": v for k, v in asdict(pl_module.config).items()}  # with the preset's values
+    settings |= {f"model.grpo.{k}": v for k, v in (pl_module.hparams.get("grpo") or {}).items()}
     settings |= {f"data.{k}": v for k, v in data.items() if not k.startswith("tokenizer")}
     tokenizer = getattr(trainer.datamodule, "tokenizer_config", None)  # as used: unset is {kind: char}
     settings |= {f"data.tokenizer.{k}": v for k, v in (asdict(tokenizer) if tokenizer else {}).items()}
@@ -108,9 +126,11 @@ class TensorBoardPictures(Callback):
         writer = self.writer(trainer)
         if writer is None or trainer.ckpt_path is not None:  # a resumed run wrote these at its start
             return
-        writer.add_custom_scalars(LAYOUT | (DPO_LAYOUT if getattr(pl_module, "dpo", False) else {}))
+        extra = DPO_LAYOUT if getattr(pl_module, "dpo", False) else {}
+        writer.add_custom_scalars(LAYOUT | extra | (GRPO_LAYOUT if getattr(pl_module, "grpo", None) else {}))
         settings = flat_settings(pl_module, trainer, self.data_settings)
-        for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, math.nan)):  # the metrics' names only
+        metrics = GRPO_METRICS if getattr(pl_module, "grpo", None) else HPARAM_METRICS
+        for summary in hparams(settings, dict.fromkeys(metrics, math.nan)):  # the metrics' names only
             writer.file_writer.add_summary(summary)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -124,6 +144,7 @@ class TensorBoardPictures(Callback):
         step = trainer.global_step - 1
         self.log_sample(writer, pl_module, step)
         self.log_answers(writer, trainer, pl_module, step)
+        self.log_completions(writer, pl_module, step)
         self.log_attention(writer, trainer, pl_module, step)
         self.log_embeddings(writer, pl_module, step)
 
@@ -148,7 +169,7 @@ class TensorBoardPictures(Callback):
         """Fine-tuning: a few held-out instructions, the reply the data holds, and the model's
         (greedy): watch it learn to follow them."""
         data = trainer.datamodule
-        if getattr(data, "finetuning", None) is None:
+        if not isinstance(getattr(data, "finetuning", None), InstructionSet):
             return
         template = data.template
         records = data.finetuning.held_out(data.val_fraction, data.seed, ANSWERS)
@@ -165,6 +186,23 @@ class TensorBoardPictures(Callback):
                 f"the data: {reference}\n\nthe model: {result.text}"
             )
         writer.add_text("val/answers", f"after {step + 1} steps, greedy\n\n---\n\n" + "\n\n---\n\n".join(parts), step)
+
+    def log_completions(self, writer: Any, pl_module: L.LightningModule, step: int) -> None:
+        """GRPO: a few held-out problems with the greedy completion and its reward, and the group
+        of the latest rollouts' first problem, each with its reward and advantage."""
+        state = getattr(pl_module, "rl", None)
+        if state is None or not state.shown:
+            return
+        shown, group = state.shown, state.group
+        text = f"after {step + 1} steps: held-out problems, greedy\n\n" + table(
+            ["problem", "completion", "reward"], [(cell(q), cell(c), f"{r:g}") for q, c, r in shown]
+        )
+        if group:
+            rows = [(cell(q), cell(c), f"{r:g}", f"{a:+.2f}") for q, c, r, a in group]
+            text += "\n\nthe latest rollouts' first group, sampled\n\n"
+            text += table(["problem", "completion", "reward", "advantage"], rows)
+        writer.add_text("val/completions", text, step)
+        state.shown = []  # the next validation shows its own
 
     def log_attention(self, writer: Any, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         ids = self.prompt_ids(trainer, pl_module)
@@ -190,6 +228,8 @@ class TensorBoardPictures(Callback):
         except ValueError:
             val = getattr(trainer.datamodule, "val_ids", None)
             first = val[0] if isinstance(val, list) else val
+            if isinstance(first, dict):  # GRPO: a problem
+                return pl_module.tokenizer.encode(first[trainer.datamodule.finetuning.settings.question])[:limit]
             first = first[0].ids if isinstance(first, list) else first  # fine-tuning: an example (or pair)
             return [int(i) for i in first[:limit]]
 
@@ -214,3 +254,13 @@ class TensorBoardPictures(Callback):
             "}\n"
         )
         write_text(folder / "projector_config.pbtxt", config)
+
+
+def cell(text: str) -> str:
+    """Text in a Markdown table's cell, as Python writes it (newlines seen), its | escaped."""
+    return repr(text).replace("|", "\\|")
+
+
+def table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
