@@ -184,10 +184,13 @@ def test_tf32_is_set_on_cuda_only():
 
 
 @pytest.mark.slow  # torch.compile on a CPU: half a minute of compiling
-def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models_load(tmp_path):
+def test_a_compiled_fit_gives_the_same_logits_and_a_checkpoint_uncompiled_models_load(tmp_path, monkeypatch):
     from gpt.interop.checkpoint import load_model
     from helpers import samples
 
+    # Inductor's own cache: /tmp's is shared with every process of this user, and code it kept
+    # from a run under another ATEN_CPU_CAPABILITY aborted the interpreter here.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     module = LitGPT(**(TINY | dict(n_layer=2, n_head=2)), compile=True, dropout=0.0, val_sample_tokens=0)
     module.tokenizer = CharTokenizer("abcde")
