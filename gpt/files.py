@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     # Same folder, so the rename stays on one filesystem and is atomic.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, mode_of(path))  # mkstemp's 0600 would keep a teammate or a server from reading it
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as f:
             yield f
             f.flush()
@@ -45,6 +47,17 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
                 f"{e.strerror} while writing {path} (its previous version, if any, is untouched): free some space",
             ) from e
         raise
+
+
+def mode_of(path: Path) -> int:
+    """The permissions open(path, "w") would give: the file's own if it exists, else 0666 less
+    the process's umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # read by setting it: there is no other way; set back at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
