@@ -19,16 +19,17 @@ from gpt.model.lora import adapter_state, adapters_off, apply_lora
 log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 
 
-def prepare(module: Any) -> None:
+def prepare(module: Any, stage: str = "fit") -> None:
     """Once, at setup: load init_from (its tokenizer may have grown: new rows start at the mean
-    embedding), put the LoRA adapters in, and keep DPO's reference."""
+    embedding), put the LoRA adapters in, and keep DPO's reference. What was done is said in
+    fit only: predicting from a LoRA checkpoint loads its base too, but trains nothing."""
     if getattr(module, "prepared", False):
         return
     module.prepared = True
     init_from = module.hparams.init_from
     added = set(module.tokenizer.special_tokens.values()) if module.tokenizer is not None else set()
     grown = load_init(module.model, init_from, added) if init_from else 0
-    if init_from:
+    if init_from and stage == "fit":
         log.info(f"started from {init_from}" + (f"; {grown} new token rows at the mean embedding" if grown else ""))
     if module.lora is not None:
         if grown:
@@ -42,7 +43,8 @@ def prepare(module: Any) -> None:
         module.strict_loading = False  # a checkpoint may hold the adapters alone
         trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in module.model.parameters())
-        log.info(f"LoRA r={module.lora.r}: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})")
+        if stage == "fit":
+            log.info(f"LoRA r={module.lora.r}: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})")
     if module.dpo and module.lora is None:
         # The model as it starts, frozen: a submodule, so checkpoints keep it and a resumed run
         # compares against the same reference. (With LoRA: the model with its adapters off.)

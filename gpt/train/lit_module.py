@@ -277,7 +277,7 @@ class LitGPT(L.LightningModule):
             # The starting weights, adapters and reference, before a checkpoint (restored after
             # setup) brings its own. (`main.py ... --ckpt_path` drops init_from, but for the base
             # of a checkpoint that holds LoRA adapters alone.)
-            finetune.prepare(self)
+            finetune.prepare(self, stage)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
