@@ -8,14 +8,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from gpt.data.prompts import prompt_items
+from gpt.interop.checkpoint import best_checkpoint
 from gpt.model.generation import SamplingSettings
 from gpt.tokenizers import CharTokenizer
 from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter
-from gpt.train.checkpointing import SafeCheckpointIO
+from gpt.train.checkpointing import RunCheckpoint, SafeCheckpointIO
 from gpt.train.datamodule import GPTDataModule, as_list
 from gpt.train.lit_module import LitGPT
 
@@ -175,3 +177,17 @@ def test_mfu_peak_is_the_datasheets_for_the_precision_in_use(monkeypatch):
     assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 495e12  # TF32
     monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
     assert peak_flops(SimpleNamespace(strategy=gpu, precision="32-true")) == 67e12
+
+
+def test_the_runs_checkpoint_state_from_before_it_had_a_class_of_its_own_is_read_as_its(tmp_path):
+    """Checkpoints written when the run's best checkpoint was a plain ModelCheckpoint resume
+    with its best path; a user's ModelCheckpoint of the same settings keeps a key of its own."""
+    run = RunCheckpoint(monitor="val/loss", filename="step{step}")
+    assert run.state_key != ModelCheckpoint(monitor="val/loss").state_key
+    assert run.legacy_state_key == ModelCheckpoint(monitor="val/loss").state_key
+    (tmp_path / "step6.ckpt").write_bytes(b"")
+    old = {"callbacks": {run.legacy_state_key: {"best_model_path": "/elsewhere/step6.ckpt"}}, "state_dict": {}}
+    torch.save(old, tmp_path / "last.ckpt")
+    assert best_checkpoint(tmp_path / "last.ckpt") == tmp_path / "step6.ckpt"
+    loaded = SafeCheckpointIO(run).load_checkpoint(tmp_path / "last.ckpt")
+    assert loaded["callbacks"] == {run.state_key: {"best_model_path": "/elsewhere/step6.ckpt"}}
