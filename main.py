@@ -27,14 +27,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gpt.interop.checkpoint import load_checkpoint
 from gpt.interop.init import is_checkpoint
-from gpt.train import cli, resume
-from gpt.train.callbacks import SpeedMonitor, StepProgressBar
-from gpt.train.checkpointing import LatestCheckpoint, SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
+from gpt.train import arguments, cli, resume
+from gpt.train.checkpointing import SaveOnInterrupt
 from gpt.train.datamodule import GPTDataModule
 from gpt.train.lit_module import LitGPT
-from gpt.train.runs import experiment_dir, hold_run_folder, run_of, set_run_name, tensorboard_section
+from gpt.train.runs import experiment_dir, hold_run_folder, place_run, run_of, tensorboard_section, unpin_run_folder
 from gpt.train.runtime import apply_tokens_per_step
-from gpt.train.tensorboard import TensorBoardPictures
 
 TRAINER_DEFAULTS = {
     # TensorBoard under lightning_logs/<the config's name>/version_N (see gpt/train/runs.py).
@@ -99,10 +97,10 @@ class GPTCLI(LightningCLI):
         else:  # a dict or Namespace of settings, from Python
             return super().parse_arguments(parser, args)
         self.args = args
-        self.config = parser.parse_args(args)
+        self.config = arguments.parse(parser, args)  # a mistyped key: its file and the closest key named
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand]
-        set_run_name(config)
+        place_run(config)
         self.checkpoint_path = resume.resolve_ckpt_path(subcommand, config)
         self.checkpoint = None
         if self.checkpoint_path is not None:
@@ -110,14 +108,14 @@ class GPTCLI(LightningCLI):
             settings = resume.saved_settings(self.checkpoint)
             self.config = parser.parse_args(resume.with_settings(args, subcommand, settings))
             config = self.config[subcommand]
-            set_run_name(config)
+            place_run(config)
             resume.check_architecture(config.model, self.checkpoint)
         elif (start := cli.starting_point(config.model.init_from)) and is_checkpoint(start):
             # A new run from a checkpoint of ours has its shape, beneath what the user says.
             shape = resume.shape_of(load_checkpoint(start))
             self.config = parser.parse_args(resume.with_settings(args, subcommand, shape))
             config = self.config[subcommand]
-            set_run_name(config)
+            place_run(config)
             config.model.init_from = start
         # Lightning 2.6 reads a --ckpt_path file's hyperparameters over the command line's right
         # after this hook (LightningCLI._parse_ckpt_path, not public); it gets no path to read, and
@@ -131,42 +129,37 @@ class GPTCLI(LightningCLI):
         config.ckpt_path = path or config.ckpt_path
         cli.check_tokenizer_kind(getattr(self, "args", []), config.data.tokenizer)
         cli.settings_of_subcommand(self.subcommand, config, path, self.checkpoint)
+        cli.lightning_habits(config.trainer)
         if self.subcommand != "fit":
             self.save_config_callback = None
             return
         if self.checkpoint is not None:
             resume.note_changes(config.model, self.checkpoint, config.trainer.max_steps)
-            version = run_of(self.checkpoint_path, experiment_dir(config))
-            if version is not None and tensorboard_section(config) is not None:
+            version, logger = run_of(self.checkpoint_path, experiment_dir(config)), tensorboard_section(config)
+            if version is not None and logger is not None:
                 # Carry on in the run's own folder, one curve in TensorBoard; what the run logged
                 # after this checkpoint (if it was killed later) is hidden: it is trained again.
-                config.trainer.logger.init_args.version = version
-                config.trainer.logger.init_args.purge_step = self.checkpoint.get("global_step")
+                logger.init_args.version = version
+                logger.init_args.purge_step = self.checkpoint.get("global_step")
         if rank_zero_only.rank == 0:  # the other ranks write no logs
-            hold_run_folder(config, self.held)
+            hold_run_folder(config, self.held, trained=self.trained)
+
+    def trained(self) -> bool:
+        """Whether this fit trained a step: a new run that fails before (its data, its starting
+        weights) leaves no run folder."""
+        return getattr(self, "trainer", None) is not None and self.trainer.global_step > 0
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, with what every run gets besides the callbacks a config names: for
-        fit the checkpoint callback (unless checkpointing is off), a clean stop on SIGINT and
-        SIGTERM, a validation after the last step, a progress bar of steps, and with
-        TensorBoard the speed, the charts, samples and pictures; and checkpoint files written
-        atomically and read safely."""
+        """The Trainer, with what every run gets besides the callbacks a config names
+        (gpt/train/cli.py run_callbacks), and checkpoint files written atomically and read safely."""
         trainer = self.config_init[self.subcommand]["trainer"]
-        config = self.config[self.subcommand]
-        callbacks = list(trainer.get("callbacks") or [])
-        if self.subcommand == "fit":
-            callbacks += [self.interrupt, ValidateAtTheEnd()]
-            if trainer.get("enable_progress_bar") is not False:
-                callbacks.append(StepProgressBar())
-            if trainer.get("logger") not in (False, None):
-                callbacks += [SpeedMonitor(), TensorBoardPictures(dict(config.data.items()))]
-            if trainer.get("enable_checkpointing") is not False:
-                best = config["checkpoint"].as_dict()
-                latest = LatestCheckpoint(best.pop("train_time_interval")) if best.pop("save_last") else None
-                callbacks += [ModelCheckpoint(**best, save_last=False), *([latest] if latest else [])]
+        callbacks, io = cli.run_callbacks(self.subcommand, trainer, self.config[self.subcommand], self.interrupt)
         plugins = trainer.get("plugins") or []
-        plugins = [*plugins, SafeCheckpointIO()] if isinstance(plugins, list) else [plugins, SafeCheckpointIO()]
+        plugins = [*plugins, io] if isinstance(plugins, list) else [plugins, io]
         return super().instantiate_trainer(**kwargs, callbacks=callbacks, plugins=plugins)
+
+    def after_instantiate_classes(self) -> None:
+        unpin_run_folder(self.config[self.subcommand])  # what config.yaml says: no version_N
 
     def before_fit(self) -> None:
         apply_tokens_per_step(self.trainer, self.datamodule)  # gradient accumulation follows from it
@@ -180,7 +173,9 @@ CLI_SETTINGS = dict(
     seed_everything_default=1337,
     save_config_kwargs={"overwrite": True},
     trainer_defaults=TRAINER_DEFAULTS,
-    parser_kwargs={"exit_on_error": False},  # a bad argument: one error line (gpt/train/cli.py), not the usage
+    # A bad argument: one error line (gpt/train/cli.py), not the usage; a mistyped option that
+    # begins a real one (--trainer.max_step) is refused, not taken for it.
+    parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
 )
 
 

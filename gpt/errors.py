@@ -20,7 +20,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 def one_line(error: BaseException) -> str:
     """The message of an exception on one line (some libraries' messages span several)."""
-    return tokenizer_choice(" ".join(str(error).split())) or type(error).__name__
+    return class_choice(tokenizer_choice(" ".join(str(error).split()))) or type(error).__name__
+
+
+def class_choice(message: str) -> str:
+    """jsonargparse's message for a class (a logger, a callback) that none of a setting's types
+    takes lists every type's complaint; keep the class's own (a package it needs, say)."""
+    if "Union subtypes" not in message:
+        return message
+    found = re.search(r"Problem with given class_path '([\w.]+)':\s*(.*?)(?= - |$)", message)
+    return f"{found.group(1)}: {found.group(2)}" if found else message
 
 
 def tokenizer_choice(message: str) -> str:

@@ -14,15 +14,26 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-# The process's umask, read once: mkstemp makes files only their owner can read (0600); a
-# written file gets the permissions open() would have given it.
+# The process's umask, read once (reading it means setting it, which is not safe once threads
+# write files): mkstemp makes files only their owner can read (0600); a written file gets the
+# permissions open() would have given it.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def mode_of(path: Path) -> int:
+    """The permissions open(path, "w") would give: the file's own if it exists, else 0666 less
+    the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -40,7 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename makes it visible
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, mode_of(path))  # mkstemp's 0600 would keep a teammate or a server from reading it
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

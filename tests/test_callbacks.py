@@ -9,14 +9,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from gpt.data.prompts import prompt_items
+from gpt.interop.checkpoint import best_checkpoint
 from gpt.model.generation import SamplingSettings
 from gpt.tokenizers import CharTokenizer
 from gpt.train.callbacks import DropoutSchedule, JSONLinesWriter, SpeedMonitor, cpu_name
-from gpt.train.checkpointing import SafeCheckpointIO
+from gpt.train.checkpointing import RunCheckpoint, SafeCheckpointIO
 from gpt.train.datamodule import GPTDataModule, as_list
 from gpt.train.lit_module import LitGPT
 
@@ -197,3 +199,17 @@ def test_a_resumed_run_adds_its_time_and_machine_to_what_its_checkpoint_recorded
     here = f"1 x CPU ({cpu_name()}, {torch.get_num_threads()} threads), 32-true"
     assert state["hardware"] == ["2 x NVIDIA H100 80GB HBM3, bf16-mixed", here]
     assert saved["hardware"] == ["2 x NVIDIA H100 80GB HBM3, bf16-mixed"]  # the checkpoint's list is not changed
+
+
+def test_the_runs_checkpoint_state_from_before_it_had_a_class_of_its_own_is_read_as_its(tmp_path):
+    """Checkpoints written when the run's best checkpoint was a plain ModelCheckpoint resume
+    with its best path; a user's ModelCheckpoint of the same settings keeps a key of its own."""
+    run = RunCheckpoint(monitor="val/loss", filename="step{step}")
+    assert run.state_key != ModelCheckpoint(monitor="val/loss").state_key
+    assert run.legacy_state_key == ModelCheckpoint(monitor="val/loss").state_key
+    (tmp_path / "step6.ckpt").write_bytes(b"")
+    old = {"callbacks": {run.legacy_state_key: {"best_model_path": "/elsewhere/step6.ckpt"}}, "state_dict": {}}
+    torch.save(old, tmp_path / "last.ckpt")
+    assert best_checkpoint(tmp_path / "last.ckpt") == tmp_path / "step6.ckpt"
+    loaded = SafeCheckpointIO(run).load_checkpoint(tmp_path / "last.ckpt")
+    assert loaded["callbacks"] == {run.state_key: {"best_model_path": "/elsewhere/step6.ckpt"}}

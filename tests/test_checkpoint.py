@@ -1,6 +1,7 @@
 """gpt/interop/checkpoint.py: the one place a checkpoint is opened, checked and read."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from gpt.interop.checkpoint import (
     model_config,
     model_weights,
     read_tokenizer,
+    resolve_checkpoint,
 )
 from gpt.model.models import GPT, BlocksLM
 from helpers import FIXTURES, LINES_TEXT
@@ -113,3 +115,25 @@ def test_any_bytes_are_refused_with_one_clear_error(tmp_path_factory, data):
     path.write_bytes(data)
     with pytest.raises(ValueError, match="c.ckpt"):
         load_checkpoint(path)
+
+
+def test_a_run_folder_means_its_newest_last_checkpoint(tmp_path):
+    experiment = tmp_path / "lightning_logs" / "small"
+    for n in (0, 1, 2):  # version_2 stopped before saving
+        (experiment / f"version_{n}" / "checkpoints").mkdir(parents=True)
+    for n in (0, 1):
+        shutil.copy(LEGACY / "char_gpt2.ckpt", experiment / f"version_{n}" / "checkpoints" / "last.ckpt")
+    newest = experiment / "version_1" / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(experiment) == newest
+    assert resolve_checkpoint(experiment / "version_0") == experiment / "version_0" / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(newest) == newest and resolve_checkpoint("nope.ckpt") == Path("nope.ckpt")
+    assert load_checkpoint(experiment)["global_step"] == load_checkpoint(newest)["global_step"]
+    mine = tmp_path / "mine"  # a folder of a user's own checkpoints: the hint names one that is there
+    mine.mkdir()
+    shutil.copy(LEGACY / "char_gpt2.ckpt", mine / "a.ckpt")
+    with pytest.raises(
+        FileNotFoundError, match=f"no checkpoint in {mine}: .*give one of its checkpoints, e.g. {mine}/a.ckpt"
+    ):
+        resolve_checkpoint(mine)
+    with pytest.raises(FileNotFoundError, match="lightning_logs/ holds no runs itself but folders of runs: small"):
+        resolve_checkpoint(tmp_path / "lightning_logs")

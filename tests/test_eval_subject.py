@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from gpt.eval.subject import load_subject, resolve_checkpoint
+from gpt.eval.subject import load_subject, resolve_subject
 from gpt.eval.tasks.files import sha256_of
 from gpt.interop.hf import save_hf
 from gpt.model.models import GPT
@@ -27,12 +27,12 @@ def test_a_run_folder_is_its_newest_last_checkpoint(tmp_path):
     old = write_checkpoint(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", tiny_gpt(2), chars)
     new = write_checkpoint(tmp_path / "run" / "version_1" / "checkpoints" / "last.ckpt", tiny_gpt(2), chars)
     os.utime(old, (1e9, 1e9))  # older, whatever the file system's clock says
-    assert resolve_checkpoint(tmp_path / "run") == new
-    assert resolve_checkpoint(tmp_path / "run" / "version_0") == old
-    assert resolve_checkpoint(new) == new
+    assert resolve_subject(tmp_path / "run") == new
+    assert resolve_subject(tmp_path / "run" / "version_0") == old
+    assert resolve_subject(new) == new
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="is a folder without a last.ckpt or config.json"):
-        resolve_checkpoint(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="nor is it a Hugging Face GPT-2 folder (no config.json)"):
+        resolve_subject(tmp_path / "empty")
 
 
 def test_a_checkpoint_is_filed_under_its_bytes_step_and_shape(tmp_path):

@@ -43,3 +43,21 @@ def test_a_written_file_is_readable_as_one_open_writes(tmp_path):
 def test_md5_of_a_file(tmp_path):
     write_text(tmp_path / "a.txt", "hello")
     assert md5_of(tmp_path / "a.txt") == "5d41402abc4b2a76b9719d911017c592"
+
+
+def test_a_written_file_gets_the_mode_open_gives(tmp_path):
+    """A new file: 0666 less the umask (not mkstemp's 0600, which a teammate or a server under
+    another user could not read); a file replaced: its own mode, as open(path, "w") keeps it."""
+    import os
+    import stat
+
+    umask = os.umask(0o027)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+        (tmp_path / "kept.txt").write_text("old")
+        os.chmod(tmp_path / "kept.txt", 0o604)
+        write_bytes(tmp_path / "kept.txt", b"new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "kept.txt").stat().st_mode) == 0o604

@@ -380,3 +380,36 @@ def test_streaming_writes_each_piece_as_it_is_sampled():
     out = Recorder()
     complete(model, tokenizer, ["AB"], SamplingSettings(max_new_tokens=10, temperature=0), out=out)
     assert out.writes[0] == "AB" and len([w for w in out.writes if len(w) == 1]) == 10  # the prompt, then one a token
+
+
+@pytest.mark.parametrize(
+    "prompt, printed",
+    [
+        (None, "ab"),  # no prompt: the text ends at the end of turn, which is not printed
+        ([{"role": "user", "content": "a"}], "user: a\nassistant: ab"),  # a chat: its messages and the reply
+    ],
+)
+def test_predict_from_a_chat_model_stops_at_its_end_of_turn(prompt, printed, capsys):
+    """As the chat and the server do; a chat is shown without the template's tokens."""
+    from types import SimpleNamespace
+
+    from gpt.data.templates import Message, template
+    from gpt.tokenizers import CHAT_TOKENS
+    from gpt.train.predicting import predict_items
+
+    chat = template("chat")
+    tok = CharTokenizer("ab\n", special_tokens=[ENDOFTEXT, *CHAT_TOKENS])
+    text = chat.prompt([Message(**m) for m in prompt]) if prompt else None
+    prompt_len = len(tok.encode(text, allowed_special="all")) if text else 1  # no prompt: <|endoftext|>
+    script = tok.encode("ab<|end|>\n<|user|>\nb", allowed_special="all") + [0] * 20
+    sampling = SamplingSettings(temperature=0, max_new_tokens=10)
+    module = SimpleNamespace(
+        masked=False,
+        sampling=sampling,
+        template=chat,
+        tokenizer=tok,
+        model=Scripted(script, prompt_len, tok.vocab_size),
+    )
+    (record,) = predict_items(module, [{"index": 0, "sample": 0, "prompt": prompt}], torch.Generator())
+    assert (record["completion"], record["finish"]) == ("ab", "eot")
+    assert capsys.readouterr().out == printed + "\n" + "-" * 40 + "\n"

@@ -125,3 +125,14 @@ def test_the_private_lightning_names_we_rely_on_still_exist():
     assert '"_batches_that_stepped"' in inspect.getsource(_TrainingEpochLoop.on_load_checkpoint)
     # make_optimizer: the attribute Lightning reads to refuse clipping for a fused optimizer.
     assert "_step_supports_amp_scaling" in inspect.getsource(amp)
+
+
+def test_the_private_jsonargparse_names_we_rely_on_still_exist():
+    """gpt/train/arguments.py finds a subcommand's keys (for the closest one to a mistyped key)
+    through jsonargparse's subcommands action: nothing public lists them."""
+    from gpt.train.arguments import known_keys, subcommand_parsers
+    from helpers import cli_parser
+
+    parsers = subcommand_parsers(cli_parser())
+    assert sorted(parsers) == ["fit", "predict", "test", "validate"]
+    assert {"model.n_layer", "trainer.max_steps", "data.corpus"} <= set(known_keys(parsers["fit"]))

@@ -431,7 +431,7 @@ class Planted:
 @pytest.mark.parametrize(
     "how, message",
     [
-        ("a folder", "is a folder, not a checkpoint; give a .ckpt file in it"),
+        ("a folder", "a folder.ckpt: there are no runs in"),
         ("a zip of something else", "is a zip archive but not a PyTorch checkpoint"),
         ("a byte changed", "fails its checksum"),
         ("planted code", "loading it could run code, so it is refused"),

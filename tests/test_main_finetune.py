@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from gpt.interop.checkpoint import load_chat_model, load_model
-from helpers import LINES_TEXT, ROOT, TINY_MODEL, assert_clean_error, main_here, samples, scalars, write_jsonl
+from helpers import (
+    LINES_TEXT,
+    ROOT,
+    TINY_MODEL,
+    assert_clean_error,
+    main_here,
+    read_jsonl,
+    samples,
+    scalars,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow  # several fits through the command line each
 
@@ -116,13 +126,18 @@ def test_predict_and_chat_from_a_fine_tuned_checkpoint(pretrained, tmp_path):
     assert torch.load(ckpt, weights_only=True)["template"] == "chat"
     prompts = write_jsonl(tmp_path / "chats.jsonl", [{"messages": [{"role": "user", "content": "Say river."}]}])
     sampling = "--model.sampling.temperature 0 --model.sampling.max_new_tokens 12".split()
-    out = main_here("predict", "--ckpt_path", str(ckpt), "--data.prompts_file", str(prompts), *sampling, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (text,) = samples(out.stdout)
-    assert (
-        text.startswith("<|user|>\nSay river.<|end|>\n<|assistant|>\n")
-        and "<|end|>" not in text.split("<|assistant|>\n")[1]
+    writer = ["--trainer.callbacks+=gpt.train.callbacks.JSONLinesWriter", "--trainer.callbacks.path", "out.jsonl"]
+    # The run folder: its newest last.ckpt, the DPO run's (LoRA adapters on the SFT model).
+    run = str(tmp_path / "lightning_logs")
+    out = main_here(
+        "predict", "--ckpt_path", run, "--data.prompts_file", str(prompts), *sampling, *writer, cwd=tmp_path
     )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"--ckpt_path {run}: {ckpt}" in out.stderr
+    assert "LoRA" not in out.stderr and "started from" not in out.stderr  # predict trains nothing
+    (text,) = samples(out.stdout)
+    (record,) = read_jsonl(tmp_path / "out.jsonl")
+    assert text == "user: Say river.\nassistant: " + record["completion"]  # the chat and its reply, no template
     model, tokenizer, name = load_chat_model(ckpt)
     assert name == "chat" and "<|end|>" in tokenizer.special_tokens
     command = [sys.executable, "-m", "gpt.serve.chat", str(ckpt), "--temperature", "0", "--max_new_tokens", "8"]

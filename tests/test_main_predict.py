@@ -3,6 +3,7 @@ JSON-lines writer, fill-mask, and the errors a user can cause."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,18 @@ import pytest
 import torch
 
 from gpt.tokenizers import MASK
-from helpers import ROOT, SPEECHES_TEXT, assert_clean_error, fit_args, main_here, predict, read_jsonl, samples, scalars
+from helpers import (
+    ROOT,
+    SPEECHES_TEXT,
+    assert_clean_error,
+    fit_args,
+    main_here,
+    predict,
+    read_jsonl,
+    samples,
+    scalars,
+    write_jsonl,
+)
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout flushed by the code itself
 
@@ -258,3 +270,36 @@ def test_cli_masked_fit_then_fill_mask(tmp_path):
     assert f"{MASK} 1: " in out.stdout and f"{MASK} 2: " in out.stdout
     no_mask = main_here("predict", "--ckpt_path", str(checkpoint), "--data.prompt", "Speak", cwd=tmp_path)
     assert_clean_error(no_mask, "error: the prompt has no <|mask|> to fill")
+
+
+@pytest.mark.slow
+def test_every_command_that_takes_a_checkpoint_takes_a_run_folder(trained, tmp_path, capsys):
+    """predict, the export, HellaSwag, the chat and the server: a run folder means its newest
+    last.ckpt, named on stderr; the export's files get the mode the umask gives (0644 here)."""
+    from gpt.eval import hellaswag
+    from gpt.serve import chat
+    from gpt.serve.__main__ import main as serve
+
+    run_dir, checkpoint, _, _ = trained
+    folder = run_dir.parent  # lightning_logs/: the runs of no config
+    said = f"{folder}: {checkpoint}"
+    out = predict(folder, tmp_path, "--model.sampling.max_new_tokens", "3")
+    assert out.returncode == 0 and f"--ckpt_path {said}" in out.stderr, out.stderr[-3000:]
+    export = [sys.executable, "-m", "gpt.interop.hf", str(folder), str(tmp_path / "hf")]
+    result = subprocess.run(export, cwd=ROOT, capture_output=True, text=True, preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0 and said in result.stderr, result.stderr[-3000:]
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()} == {0o644}
+    item = {"ctx": "All: speak", "endings": ["speak.", "a", "hear me", "All"], "label": 0}
+    hellaswag.main([str(folder), "--data", str(write_jsonl(tmp_path / "h.jsonl", [item])), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert said in captured.err and "over 1 items" in captured.out
+    with pytest.raises(ValueError, match=f"checkpoint '{checkpoint}' was not fine-tuned on instructions"):
+        chat.main([str(folder)])
+    threads = torch.get_num_threads()  # the server sets one thread for a small model
+    with socket.socket() as taken:  # the model is loaded before the port is taken: it fails after
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ValueError, match="cannot listen on"):
+            serve([str(folder), "--port", str(taken.getsockname()[1])])
+    torch.set_num_threads(threads)
+    assert said in capsys.readouterr().err

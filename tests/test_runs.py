@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from gpt.train.runs import LAST, RunInUse, claim_new_run, hold_run, new_run, newest_last, run_of
+from gpt.interop.checkpoint import LAST, newest_last
+from gpt.train.runs import RunInUse, claim_new_run, hold_run, new_run, run_of
 
 
 @pytest.mark.slow
@@ -76,3 +77,16 @@ def test_last_and_the_run_a_checkpoint_belongs_to(tmp_path):
     assert newest_last(tmp_path) == tmp_path / "version_1" / "checkpoints" / LAST
     assert run_of(tmp_path / "version_1" / "checkpoints" / LAST, tmp_path) == 1
     assert run_of(tmp_path / "elsewhere.ckpt", tmp_path) is None
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder_whatever_setup_wrote(tmp_path):
+    experiment = tmp_path / "lightning_logs" / "small"
+    for trained in (False, True):
+        with pytest.raises(ValueError):
+            with new_run(experiment, trained=lambda: trained) as version:
+                (experiment / f"version_{version}" / "config.yaml").write_text("x")  # setup writes these
+                (experiment / f"version_{version}" / "checkpoints").mkdir()
+                raise ValueError("the corpus is missing")
+    # The first left nothing (version_0 taken again); the second had trained: its files stay.
+    assert sorted(p.name for p in experiment.iterdir()) == ["version_0"]
+    assert sorted(p.name for p in (experiment / "version_0").iterdir()) == [".lock", "checkpoints", "config.yaml"]

@@ -135,6 +135,11 @@ class Corpus:
             path = self.data_dir / "tinyshakespeare" / "input.txt"
             return path if path.is_file() else download_shakespeare(path)
         path = self.glob[0] if self.glob else Path(self.source).expanduser()
+        if not path.exists() and self.glob:
+            raise FileNotFoundError(
+                f"the folder {str(path)!r} of the corpus glob {str(self.source)!r} does not exist (from "
+                f"{Path.cwd()}); check the folder, or give its absolute path"
+            )
         if not path.exists():
             raise FileNotFoundError(
                 f"corpus file {str(path)!r} does not exist; pass the path of a UTF-8 text file, a folder of .txt "

@@ -27,7 +27,7 @@ import torch
 from gpt.errors import exit_on_user_error
 from gpt.eval.published import SOURCES, always_one_choice, chance, published
 from gpt.eval.run import data_dirs, default_output, load_tasks, results_json, run_record, run_tasks, write_results
-from gpt.eval.subject import Subject, checkpoint_subject, hf_subject, is_hf_folder, resolve_checkpoint
+from gpt.eval.subject import Subject, checkpoint_subject, hf_subject, is_hf_folder, resolve_subject
 from gpt.eval.task import EvalSettings
 from gpt.eval.tasks.choice import check_encodable
 from gpt.files import write_text
@@ -102,7 +102,7 @@ def main(args: list[str] | None = None) -> None:
 def open_stage(given: str, name: str | None) -> Stage:
     """A stage's model and checkpoint, read and checked (a folder without a checkpoint, a damaged
     file: an error naming it)."""
-    path = resolve_checkpoint(given)
+    path = resolve_subject(given)
     if is_hf_folder(path):
         return Stage(name or path.name, hf_subject(path), None)
     checkpoint = load_checkpoint(path)

@@ -26,7 +26,7 @@ import torch
 
 from gpt.data.download import fetch
 from gpt.files import write_bytes
-from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights, said_checkpoint
 from gpt.model.models import LanguageModel, build_model
 from gpt.tokenizers import Tokenizer
 
@@ -236,9 +236,13 @@ def main(args: list[str] | None = None) -> None:
     from jsonargparse import ActionYesNo, ArgumentParser
 
     p = ArgumentParser(
-        prog="python -m gpt.eval.hellaswag", description="HellaSwag accuracy of a checkpoint of main.py fit"
+        prog="python -m gpt.eval.hellaswag",
+        description="HellaSwag accuracy of a checkpoint of main.py fit",
+        allow_abbrev=False,
     )
-    p.add_argument("ckpt", type=str, help="a checkpoint, e.g. lightning_logs/NAME/version_0/checkpoints/last.ckpt")
+    p.add_argument(
+        "ckpt", type=str, help="a checkpoint, or a run folder (its newest last.ckpt), e.g. lightning_logs/NAME"
+    )
     p.add_argument("--data", type=str | None, default=None, help="a HellaSwag jsonl file (default: --split's)")
     p.add_argument("--split", type=str, default="val", help="train, val or test, downloaded into --data_dir")
     p.add_argument("--limit", type=int | None, default=None, help="score the first N items only")
@@ -246,6 +250,7 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--log", action=ActionYesNo, default=False, help="write hellaswag/acc, acc_norm to the run")
     p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
     cfg = p.parse_args(args)
+    cfg.ckpt = said_checkpoint(cfg.ckpt)  # a run folder: its newest last.ckpt
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {cfg.limit}")
     run_dir = run_folder(cfg.ckpt) if cfg.log else None  # refused before any work

@@ -210,7 +210,7 @@ def format_report(config: GPTConfig, lora: LoRASettings | None = None) -> str:
 
 def parser() -> ArgumentParser:
     """One option per GPTConfig field (--preset among them), documented as GPTConfig is."""
-    p = ArgumentParser(prog="python -m gpt.eval.report", description=__doc__)
+    p = ArgumentParser(prog="python -m gpt.eval.report", description=__doc__, allow_abbrev=False)
     p.add_class_arguments(GPTConfig)
     p.add_argument("--lora", type=LoRASettings | None, default=None, help="LoRA adapters: compare fine-tuning")
     return p

@@ -17,7 +17,7 @@ from typing import Any
 
 from gpt.data.templates import JINJA, TEMPLATES, Template
 from gpt.eval.tasks.files import sha256_of
-from gpt.interop.checkpoint import checkpoint_tokenizer, is_sharded, load_checkpoint, model_of
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of, resolve_checkpoint
 from gpt.model.models import LanguageModel
 from gpt.tokenizers import TiktokenTokenizer, Tokenizer
 
@@ -30,24 +30,20 @@ class Subject:
     identity: dict[str, Any]  # path, kind, sha256 of the weights' file, step, template, model config
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, a Hugging Face folder (config.json) or a sharded checkpoint as given;
-    a run folder (or a folder of runs) as its newest last.ckpt. (The merge with issue 30
-    replaces this with gpt.interop.checkpoint.resolve_checkpoint.)"""
+def resolve_subject(path: str | Path) -> Path:
+    """A Hugging Face folder (config.json) as given; anything else as every command that takes
+    a checkpoint reads it (a run folder: its newest last.ckpt)."""
     path = Path(path)
-    if not path.is_dir() or (path / "config.json").is_file() or is_sharded(path):
+    if is_hf_folder(path):
         return path
-    found = sorted(path.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"{str(path)!r} is a folder without a last.ckpt or config.json: give a checkpoint (.ckpt), a run "
-            "folder (lightning_logs/NAME/version_N) or a Hugging Face GPT-2 folder"
-        )
-    return found[-1]
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; nor is it a Hugging Face GPT-2 folder (no config.json)") from None
 
 
 def load_subject(path: str | Path) -> Subject:
-    path = resolve_checkpoint(path)
+    path = resolve_subject(path)
     if is_hf_folder(path):
         return hf_subject(path)
     return checkpoint_subject(path, load_checkpoint(path))

@@ -4,6 +4,7 @@
     config = model_config(checkpoint)          # the GPTConfig it was trained with
     tokenizer = checkpoint_tokenizer(checkpoint)
     model, tokenizer = load_model("lightning_logs/.../last.ckpt")  # a plain torch model, eval mode
+    path = resolve_checkpoint("lightning_logs/NAME")  # a run folder: its newest last.ckpt
 
 A checkpoint is read with `torch.load(..., weights_only=True)`: tensors and plain Python
 values only, so loading one never runs code from it. Plain torch, no Lightning.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import zipfile
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,75 @@ MODEL_PREFIX = "model."  # the LightningModule keeps the model as self.model
 # files) and META, everything else (settings, tokenizer, loops). Read here: META, marked SHARDED.
 META = "meta.pt"
 SHARDED = "sharded_folder"
+LAST = "last.ckpt"  # a run's latest state, in lightning_logs/NAME/version_N/checkpoints/
+# The state key of the run's best checkpoint's callback (gpt/train/checkpointing.py RunCheckpoint);
+# before it had a class of its own, Lightning's ModelCheckpoint.
+RUN_CHECKPOINT = "RunCheckpoint"
+
+
+def version_number(folder: Path) -> int | None:
+    """N of a version_N folder, else None."""
+    match = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def run_folders(experiment: Path) -> list[Path]:
+    """The version_N folders of an experiment (lightning_logs/X), newest first."""
+    if not experiment.is_dir():
+        return []
+    folders = [p for p in experiment.iterdir() if p.is_dir() and version_number(p) is not None]
+    return sorted(folders, key=version_number, reverse=True)
+
+
+def newest_last(folder: Path) -> Path | None:
+    """The run's last.ckpt: of a run's own folder (lightning_logs/X/version_N, or one with
+    checkpoints/ in it), else of the newest run in an experiment's folder (lightning_logs/X)
+    that has one."""
+    for run in [folder, *run_folders(folder)]:
+        last = run / "checkpoints" / LAST
+        if last.exists():  # a file, or the folder of a sharded checkpoint
+            return last
+        if last.with_name(LAST + ".old").exists():  # a sharded save cut between its two renames (save_whole)
+            return last.with_name(LAST + ".old")
+    return None
+
+
+def describe_missing(folder: Path) -> str:
+    """Why a folder gives no last.ckpt: what is there instead."""
+    runs = run_folders(folder)
+    if runs:
+        return f"none of the {len(runs)} runs in {folder}/ has checkpoints/{LAST} (they stopped before saving one)"
+    if not folder.is_dir():
+        return f"there are no runs in {folder}/ yet"
+    experiments = sorted(p.name for p in folder.iterdir() if p.is_dir() and run_folders(p))
+    if experiments:
+        return f"{folder}/ holds no runs itself but folders of runs: {', '.join(experiments)}"
+    files = sorted(islice(folder.rglob("*.ckpt"), 100))
+    if files:
+        return f"{folder}/ is no run folder (no checkpoints/{LAST}); give one of its checkpoints, e.g. {files[-1]}"
+    return f"there are no runs in {folder}/ yet"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint a path names, for everything that takes one (predict, serve, chat, the
+    exports, the evaluations, model.init_from): a file, or a sharded checkpoint's folder, as it
+    is; a run folder (lightning_logs/NAME, or its version_N) means its newest last.ckpt. A path
+    that does not exist is returned as it is: opening it says so."""
+    path = Path(path)
+    if not path.is_dir() or is_sharded(path):
+        return path
+    last = newest_last(path)
+    if last is None:
+        raise FileNotFoundError(f"no checkpoint in {path}: {describe_missing(path)}")
+    return last
+
+
+def said_checkpoint(path: str | Path) -> Path:
+    """resolve_checkpoint(path) for a command line: a run folder's checkpoint is named on stderr."""
+    resolved = resolve_checkpoint(path)
+    if resolved != Path(path):
+        print(f"{path}: {resolved}", file=sys.stderr)
+    return resolved
 
 
 def check_checkpoint(path: str | Path) -> None:
@@ -38,8 +110,8 @@ def check_checkpoint(path: str | Path) -> None:
     was written (torch.save writes a zip archive; its CRC-32 checksums cover every byte).
     """
     path = Path(path)
-    if path.is_dir():  # (a sharded checkpoint's folder is read before this: load_checkpoint)
-        raise ValueError(f"{str(path)!r} is a folder, not a checkpoint; give a .ckpt file in it, e.g. {path}/last.ckpt")
+    if path.is_dir():  # (load_checkpoint reads a run folder's last.ckpt, a sharded checkpoint's META)
+        raise ValueError(f"{str(path)!r} is a folder, not a checkpoint: {describe_missing(path)}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path")
     try:
@@ -65,7 +137,9 @@ def check_checkpoint(path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, on the CPU: checked whole, read without running code from
-    the file (weights_only: tensors and plain values only), its weights all finite."""
+    the file (weights_only: tensors and plain values only), its weights all finite. A run
+    folder means its newest last.ckpt (resolve_checkpoint)."""
+    path = resolve_checkpoint(path)
     if is_sharded(path):
         return {**load_checkpoint(Path(path) / META), SHARDED: str(path)}
     check_checkpoint(path)
@@ -230,7 +304,9 @@ def best_checkpoint(last: Path) -> Path:
     """The checkpoint with the best validation loss of the run whose last.ckpt is `last`, as
     its checkpoint callback recorded it."""
     states = load_checkpoint(last).get("callbacks", {})
-    best = next((s.get("best_model_path") for k, s in states.items() if k.startswith("ModelCheckpoint")), None)
+    ours = [s for k, s in states.items() if k.startswith(RUN_CHECKPOINT)]
+    ours = ours or [s for k, s in states.items() if k.startswith("ModelCheckpoint")][:1]  # written before it
+    best = ours[0].get("best_model_path") if ours else None
     if not best:
         raise FileNotFoundError(f"{last} records no best checkpoint (no validation ran before it was saved)")
     path = last.parent / Path(best).name  # the same folder, wherever the run was started from

@@ -28,7 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 from gpt.data.templates import JINJA, TEMPLATES
 from gpt.errors import exit_on_user_error
 from gpt.files import write_bytes, write_text
-from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of, said_checkpoint
 from gpt.interop.hf_tokenizer import save_hf_tokenizer
 from gpt.model.config import GPTConfig
 from gpt.model.models import GPT, grown_rows
@@ -277,9 +277,11 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
     """Export a checkpoint that `python main.py fit` wrote to Hugging Face's GPT-2 layout.
 
     Args:
-        ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt).
+        ckpt_path: A checkpoint of main.py fit (e.g. lightning_logs/.../last.ckpt), or a run
+            folder (lightning_logs/NAME: its newest last.ckpt).
         out_dir: Folder for model.safetensors, config.json and the tokenizer's files.
     """
+    ckpt_path = str(said_checkpoint(ckpt_path))
     checkpoint = load_checkpoint(ckpt_path)
     model, tokenizer = model_of(checkpoint, ckpt_path), checkpoint_tokenizer(checkpoint)
     if not isinstance(model, GPT):
@@ -298,4 +300,4 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> None:
 if __name__ == "__main__":
     from jsonargparse import auto_cli
 
-    exit_on_user_error(lambda: auto_cli(export_checkpoint))
+    exit_on_user_error(lambda: auto_cli(export_checkpoint, allow_abbrev=False))

@@ -321,13 +321,16 @@ def complete(
     out: TextIO | None = None,
     allowed_special: AbstractSet[str] = frozenset(),
     end_token: str | None = None,
+    shown: list[str | None] | None = None,
 ) -> list[Completion]:
     """Continue each prompt (None: no prompt); results in input order, every prompt checked
     before any sampling. Without settings.stream, prompts of one token length sample as
     one batch and are written to `out` (if given) at the end; with it, one at a time, each
-    written as it is produced. A sample is written as its prompt, its text and a line of
-    dashes."""
+    written as it is produced. A sample is written as its prompt (or what `shown` gives in
+    its place, where not None), its text and a line of dashes."""
     starts = [start_ids(tokenizer, p, allowed_special) for p in prompts]  # encodes, so checks, every prompt
+    if shown is not None:  # a chat's prompt is the template's text; shown as its messages
+        starts = [(ids, text if instead is None else instead) for (ids, text), instead in zip(starts, shown)]
     groups: dict[int, list[int]] = {}
     for i, (ids, _) in enumerate(starts):
         groups.setdefault(i if settings.stream else len(ids), []).append(i)

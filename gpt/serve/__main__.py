@@ -12,7 +12,7 @@ import torch
 
 from gpt.data.templates import template
 from gpt.errors import exit_on_user_error
-from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of, said_checkpoint
 from gpt.model.quantize import int8_weights
 from gpt.serve.engine import Engine
 from gpt.serve.server import Served, create_app
@@ -47,8 +47,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(prog="python -m gpt.serve", description=(__doc__ or "").strip())
-    p.add_argument("ckpt", type=str, help="a checkpoint of this project (a LoRA one is merged)")
+    p = ArgumentParser(prog="python -m gpt.serve", description=(__doc__ or "").strip(), allow_abbrev=False)
+    p.add_argument("ckpt", type=str, help="a checkpoint of this project (a LoRA one is merged), or a run folder")
     p.add_argument("--host", type=str, default="127.0.0.1", help="the address to listen on (0.0.0.0: every one)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api_key", type=str | None, default=None, help="refuse /v1 without it (default: $GPT_API_KEY)")
@@ -69,6 +69,7 @@ def main(args: list[str] | None = None) -> None:
     for name, value in (("slots", a.slots), ("queue", a.queue), ("max_body", a.max_body)):
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
+    a.ckpt = said_checkpoint(a.ckpt)  # a run folder: its newest last.ckpt
     checkpoint = load_checkpoint(a.ckpt)
     model, tokenizer = model_of(checkpoint, a.ckpt).to(a.device), checkpoint_tokenizer(checkpoint)
     small = sum(p.numel() for p in model.parameters()) < 20_000_000 and a.device == "cpu"

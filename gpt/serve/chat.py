@@ -21,7 +21,7 @@ import torch
 
 from gpt.data.templates import Message, Template, template
 from gpt.errors import exit_on_user_error
-from gpt.interop.checkpoint import load_chat_model
+from gpt.interop.checkpoint import load_chat_model, said_checkpoint
 from gpt.model.generation import SamplingSettings, complete_batch
 from gpt.model.models import LanguageModel
 from gpt.tokenizers import Tokenizer
@@ -110,9 +110,11 @@ def run(chat: Chat, lines, out) -> None:
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(prog="python -m gpt.serve.chat", description="Talk to a fine-tuned model in a terminal.")
+    p = ArgumentParser(
+        prog="python -m gpt.serve.chat", description="Talk to a fine-tuned model in a terminal.", allow_abbrev=False
+    )
     p.add_argument(
-        "ckpt", type=str, help="a fine-tuned checkpoint (SFT or DPO), e.g. lightning_logs/NAME/.../last.ckpt"
+        "ckpt", type=str, help="a fine-tuned checkpoint (SFT or DPO), or its run folder, e.g. lightning_logs/NAME"
     )
     p.add_argument("--system", type=str | None, default=None, help="a system message that opens the conversation")
     p.add_argument("--max_new_tokens", type=int, default=200, help="the longest reply, in tokens")
@@ -122,7 +124,7 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1337, help="the same seed and input give the same replies")
     p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(args)
-    model, tokenizer, name = load_chat_model(a.ckpt)
+    model, tokenizer, name = load_chat_model(said_checkpoint(a.ckpt))
     settings = SamplingSettings(
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed
     )

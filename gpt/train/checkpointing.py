@@ -1,7 +1,8 @@
-"""Checkpoints that a crash or a signal cannot spoil: last.ckpt, the latest state, at every
-validation and every few minutes of training; a validation (and a checkpoint) after the last
-step; a clean stop on SIGINT/SIGTERM that saves last.ckpt first; and checkpoint files written
-atomically and read safely."""
+"""Checkpoints that a crash or a signal cannot spoil: the run's best checkpoint, and last.ckpt,
+the latest state, at every validation and every few minutes of training, both in the run's
+checkpoints/ folder whatever checkpoint callbacks a user adds; a validation (and a checkpoint)
+after the last step; a clean stop on SIGINT/SIGTERM that saves last.ckpt first; and checkpoint
+files written atomically and read safely."""
 
 from __future__ import annotations
 
@@ -22,7 +23,20 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gpt.files import atomic_write
-from gpt.interop.checkpoint import load_checkpoint, refuse_sharded
+from gpt.interop.checkpoint import LAST, load_checkpoint, refuse_sharded
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """The run's own best checkpoint (the checkpoint.* settings), in its checkpoints/ folder. A
+    class of its own, so that the ModelCheckpoints a user adds (--trainer.callbacks+=...), with
+    or without a monitor, are told apart from it: its state has its own key in a checkpoint
+    (theirs may have the same settings), last.ckpt is kept beside it, and the end of fit names
+    it. Checkpoints from before it kept its state under ModelCheckpoint's key: SafeCheckpointIO
+    reads that as this one's."""
+
+    @property
+    def legacy_state_key(self) -> str:
+        return ModelCheckpoint.__qualname__ + self.state_key.removeprefix(type(self).__qualname__)
 
 
 class LatestCheckpoint(Checkpoint):
@@ -61,6 +75,8 @@ class LatestCheckpoint(Checkpoint):
             self.save(trainer)  # a run that never validated (limit_val_batches 0, say)
 
     def save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run:  # a dry run writes nothing, as Lightning's own callbacks
+            return
         path = last_checkpoint_path(trainer)
         save_whole(trainer, path)
         self.last_model_path, self._saved_at, self._saved_step = str(path), time.monotonic(), trainer.global_step
@@ -178,6 +194,9 @@ class SaveOnInterrupt(Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer)
+        if trainer.fast_dev_run:  # a dry run writes nothing: stop, with nothing to resume
+            self.interrupted = (self.received, trainer.global_step, None)
+            return
         self._saving = True
         save_whole(trainer, path)
         self._saving = False
@@ -219,11 +238,20 @@ def remove(path: Path) -> None:
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
-    """Where the checkpoint callback keeps last.ckpt (the run's checkpoints/ folder)."""
-    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if callback is not None and callback.dirpath:
-        return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    """Where the run keeps last.ckpt: beside its best checkpoint, in the run's checkpoints/
+    folder (never in the folder of a ModelCheckpoint a user added)."""
+    run = next((c for c in trainer.callbacks if isinstance(c, RunCheckpoint)), None)
+    return Path(run.dirpath if run is not None and run.dirpath else checkpoints_folder(trainer)) / LAST
+
+
+def checkpoints_folder(trainer: L.Trainer) -> Path:
+    """The run's checkpoints/ folder as Lightning's ModelCheckpoint finds it: in the first
+    logger's version folder, else in default_root_dir (checkpointing off: a signal's save)."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version / "checkpoints"
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -242,7 +270,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
                     raise e.__context__ from None
                 raise
 
+    def __init__(self, run_checkpoint: RunCheckpoint | None = None):
+        super().__init__()
+        self.run_checkpoint = run_checkpoint
+
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         checkpoint = load_checkpoint(path)
         refuse_sharded(checkpoint)  # FSDP reads its shards itself; any other strategy cannot
+        states, run = checkpoint.get("callbacks") or {}, self.run_checkpoint
+        if run is not None and run.state_key not in states and run.legacy_state_key in states:
+            states[run.state_key] = states.pop(run.legacy_state_key)  # written before RunCheckpoint
         return checkpoint

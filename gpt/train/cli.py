@@ -1,6 +1,7 @@
 """What main.py's LightningCLI does besides wiring: old flag names, the settings each
-subcommand implies, the message at the end of a fit, and how a command ends (one `error:`
-line for a mistake, 128 + the signal's number for a signal, with the command that resumes).
+subcommand implies, the callbacks every fit gets, the message at the end of a fit, and how a
+command ends (one `error:` line for a mistake, 128 + the signal's number for a signal, with
+the command that resumes).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
+from gpt.interop.checkpoint import resolve_checkpoint
 from gpt.interop.init import is_checkpoint
 from gpt.model.config import GPT2_SMALL, PRESETS
 from gpt.model.generation import SamplingSettings
-from gpt.train.checkpointing import LatestCheckpoint, SaveOnInterrupt
-from gpt.train.runs import describe_missing, newest_last, resume_command
+from gpt.train.callbacks import SpeedMonitor, StepProgressBar
+from gpt.train.checkpointing import LatestCheckpoint, RunCheckpoint, SafeCheckpointIO, SaveOnInterrupt, ValidateAtTheEnd
+from gpt.train.runs import SAVE_DIR, config_of, resume_command
+from gpt.train.tensorboard import TensorBoardPictures
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -97,6 +101,8 @@ def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None, 
             config.checkpoint.filename = config.checkpoint.filename.replace("val{val/loss", "acc{val/accuracy")
         # A resumed run's checkpoints are in its folder on purpose: it carries on where they left off.
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        # A CSVLogger's new version_N holds only what this run wrote in it: the lock, the config.
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
         return
     config.trainer.enable_checkpointing = False
     # ... so the checkpoint callback's state, which Lightning warns is not restored, is not needed.
@@ -108,31 +114,102 @@ def settings_of_subcommand(subcommand: str, config: Any, ckpt_path: str | None, 
         config.trainer.enable_progress_bar = False  # the samples stream to stdout
 
 
+def lightning_habits(trainer: Any) -> None:
+    """What a Lightning user gives that main.py's defaults would refuse: a fraction as
+    val_check_interval (0.5: twice an epoch) needs check_val_every_n_epoch, Lightning's default 1
+    (main.py's is None: it validates every val_check_interval steps, across epochs)."""
+    if isinstance(trainer.val_check_interval, float) and trainer.check_val_every_n_epoch is None:
+        trainer.check_val_every_n_epoch = 1
+
+
 def starting_point(init_from: str | None) -> str | None:
-    """model.init_from as a file: a run folder (lightning_logs/NAME) means its newest last.ckpt."""
-    if init_from and Path(init_from).is_dir() and not (Path(init_from) / "config.json").exists():
-        last = newest_last(Path(init_from))
-        if last is None:
-            raise FileNotFoundError(f"--model.init_from {init_from}: {describe_missing(Path(init_from))}")
+    """model.init_from as a file: a run folder (lightning_logs/NAME) means its newest last.ckpt;
+    a Hugging Face folder or model name is kept as it is. A run folder or checkpoint that is
+    not there says so, with the command that makes it."""
+    if not init_from:
+        return init_from
+    path = Path(init_from)
+    if path.is_dir() and not (path / "config.json").exists():
+        try:
+            last = resolve_checkpoint(path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--model.init_from {init_from}: {e}; {how_to_make(path)}") from None
         print(f"--model.init_from {init_from}: {last}", file=sys.stderr)
         return str(last)
+    if not path.exists() and (is_checkpoint(path) or SAVE_DIR in path.parts):
+        what = "checkpoint" if is_checkpoint(path) else "run folder"
+        raise FileNotFoundError(f"--model.init_from {init_from}: there is no such {what}; {how_to_make(path)}")
     return init_from
 
 
+def how_to_make(path: Path) -> str:
+    """The command that makes the run a path names (lightning_logs/X... comes from configs/X.yaml,
+    lightning_logs/a_b from configs/a/b.yaml), or what to do without one."""
+    parts = path.parts
+    config = config_of(parts[parts.index(SAVE_DIR) + 1] if SAVE_DIR in parts[:-1] else path.name)
+    if config is not None:
+        return f"make it first with: python main.py fit --config {config}"
+    return "train that run first (python main.py fit --config ...), or give an existing checkpoint or run folder"
+
+
+def run_callbacks(subcommand: str, trainer: dict, config: Any, interrupt: SaveOnInterrupt) -> tuple[list, Any]:
+    """The callbacks a Trainer gets besides those the config names, and its checkpoint IO. For
+    fit: the run's checkpoints (its best, RunCheckpoint, and last.ckpt beside it, unless
+    checkpointing is off; in the run's folder whatever ModelCheckpoints the user adds), a clean
+    stop on SIGINT and SIGTERM, a validation after the last step, a progress bar of steps
+    (unless the user gives one), and with a logger the speed, charts, samples and pictures.
+    Checkpoint files are written atomically and read safely (SafeCheckpointIO)."""
+    given = trainer.get("callbacks") or []
+    callbacks: list[Callback] = list(given) if isinstance(given, list) else [given]
+    run = None
+    if subcommand == "fit":
+        callbacks += [interrupt, ValidateAtTheEnd()]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepProgressBar())
+        if trainer.get("logger") not in (False, None):
+            callbacks += [SpeedMonitor(), TensorBoardPictures(dict(config.data.items()))]
+        if trainer.get("enable_checkpointing") is not False:
+            best = config["checkpoint"].as_dict()
+            interval, save_last = best.pop("train_time_interval"), best.pop("save_last")
+            run = RunCheckpoint(**best, save_last=False)
+            callbacks += [run, *([LatestCheckpoint(interval)] if save_last else [])]
+    return callbacks, SafeCheckpointIO(run)
+
+
 def describe_fit_end(trainer: L.Trainer) -> None:
-    """Say where the checkpoints are and how to sample from them."""
-    best = trainer.checkpoint_callback
-    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint)), "")
-    if not trainer.is_global_zero or not last:
+    """Say where the run's checkpoints are and how to sample from them, and what the
+    ModelCheckpoints the user added saved."""
+    if not trainer.is_global_zero:
         return
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint)), "")
+    lines = [line for callback in trainer.checkpoint_callbacks for line in saved_by(callback, last)]
+    if last:
+        lines.append(f"last checkpoint: {last}")
+        command = shlex.join(["python", "main.py", "predict", "--ckpt_path", last])
+        lines.append(f"sample from it: {command} --model.sampling.max_new_tokens 500")
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+
+
+def saved_by(callback: Callback, run_last: str) -> list[str]:
+    """What a ModelCheckpoint saved, a line each: the run's best checkpoint, or the best (the
+    newest, without a monitor) and the last.ckpt of one the user added (unless it is the run's:
+    one without a dirpath saves in the run's folder)."""
+    if not isinstance(callback, ModelCheckpoint):
+        return []
+    ours = isinstance(callback, RunCheckpoint)
     lines = []
-    if isinstance(best, ModelCheckpoint) and best.best_model_path:
-        score = f"{best.monitor} {float(best.best_model_score):.4f}"
-        lines.append(f"best checkpoint ({score}): {best.best_model_path}")
-    lines.append(f"last checkpoint: {last}")
-    command = shlex.join(["python", "main.py", "predict", "--ckpt_path", last])
-    lines.append(f"sample from it: {command} --model.sampling.max_new_tokens 500")
-    print("\n".join(lines), file=sys.stderr)
+    if callback.best_model_path and callback.monitor is None:
+        lines.append(f"{'checkpoint' if ours else 'your ModelCheckpoint: newest'}: {callback.best_model_path}")
+    elif callback.best_model_path:
+        score = callback.best_model_score
+        score = f" ({callback.monitor} {float(score):.4f})" if score is not None else ""
+        lines.append(
+            f"{'best checkpoint' if ours else 'your ModelCheckpoint: best'}{score}: {callback.best_model_path}"
+        )
+    if callback.last_model_path and not ours and Path(callback.last_model_path).resolve() != Path(run_last).resolve():
+        lines.append(f"your ModelCheckpoint: last: {callback.last_model_path}")
+    return lines
 
 
 class ToStderr(logging.StreamHandler):
@@ -174,7 +251,8 @@ def run(command: Callable[[SaveOnInterrupt], Any]) -> None:
     interrupt = SaveOnInterrupt()
     subcommand = subcommand_of(sys.argv[1:])
     try:
-        exit_on_user_error(lambda: command(interrupt), (*USER_ERRORS, MisconfigurationException))
+        # ImportError: a callback or logger whose package is not installed (Lightning names it).
+        exit_on_user_error(lambda: command(interrupt), (*USER_ERRORS, MisconfigurationException, ImportError))
     except argparse.ArgumentError as e:  # jsonargparse: a value of the wrong type, an unknown option
         print(f"error: {one_line(e)}\n(python main.py {subcommand or 'fit'} --help lists the options)", file=sys.stderr)
         sys.exit(2)
@@ -185,7 +263,12 @@ def run(command: Callable[[SaveOnInterrupt], Any]) -> None:
         signum, step, path = interrupt.interrupted
         if interrupt.rank == 0:  # one line for the run, not one a process
             name = signal.Signals(signum).name
-            print(f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr)
+            if path is None:
+                print(f"{name} at step {step}: stopped (fast_dev_run saves nothing)", file=sys.stderr)
+            else:
+                print(
+                    f"{name} at step {step}: saved {path}; resume with: {resume_command(sys.argv[1:])}", file=sys.stderr
+                )
         sys.exit(128 + signum)
     except (Interrupted, KeyboardInterrupt) as e:  # a signal outside training
         signum = e.args[0] if isinstance(e, Interrupted) else signal.SIGINT

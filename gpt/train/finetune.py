@@ -24,14 +24,15 @@ log = logging.getLogger(__name__)  # shown on rank 0 (gpt/train/cli.py)
 def prepare(module: Any, stage: str = "fit") -> None:
     """Once, at setup: load init_from (its tokenizer may have grown: new rows start at the mean
     embedding), put the LoRA adapters in, and keep DPO's and GRPO's reference (GRPO's for fit
-    alone: nothing else reads it), and for GRPO the template init_from was tuned with."""
+    alone: nothing else reads it), and for GRPO the template init_from was tuned with. What was
+    done is said in fit only: predicting from a LoRA checkpoint loads its base too, but trains nothing."""
     if getattr(module, "prepared", False):
         return
     module.prepared = True
     init_from = module.hparams.init_from
     added = set(module.tokenizer.special_tokens.values()) if module.tokenizer is not None else set()
     grown = load_init(module.model, init_from, added) if init_from else 0
-    if init_from:
+    if init_from and stage == "fit":
         log.info(f"started from {init_from}" + (f"; {grown} new token rows at the mean embedding" if grown else ""))
     if module.lora is not None:
         if grown:
@@ -45,7 +46,8 @@ def prepare(module: Any, stage: str = "fit") -> None:
         module.strict_loading = False  # a checkpoint may hold the adapters alone
         trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in module.model.parameters())
-        log.info(f"LoRA r={module.lora.r}: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})")
+        if stage == "fit":
+            log.info(f"LoRA r={module.lora.r}: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})")
     if module.grpo is not None and init_from and module.template is None:
         name = load_checkpoint(init_from).get("template") if is_checkpoint(init_from) else None
         if name is None:

@@ -1,6 +1,8 @@
 """What LitGPT writes in predict: a sample of each prompt (a chat's prompt made by the
 fine-tuned model's template), printed as it is written, and a record of it for a prediction
-writer; a masked model fills the prompt's <|mask|> tokens instead."""
+writer; a masked model fills the prompt's <|mask|> tokens instead. A fine-tuned model's sample
+ends at its end of turn, as in the chat and the server; a chat is printed as its messages and
+the reply, without the template's tokens."""
 
 from __future__ import annotations
 
@@ -45,10 +47,20 @@ def decoder(module: Any) -> torch.nn.Module:
 
 
 def prompts_of(module: Any, batch: list[dict[str, Any]]) -> tuple[list[str | None], dict[str, Any]]:
-    """Predict's prompts: text as given, or a chat rendered by the model's template, with the
-    template's tokens allowed and its end-of-turn token ending the reply."""
-    if not any(isinstance(item["prompt"], list) for item in batch):
-        return [item["prompt"] for item in batch], {}
+    """Predict's prompts and how to sample them: text as given, or a chat rendered by the
+    model's template (its tokens allowed), shown as its messages; a fine-tuned model's end of
+    turn ends every sample (it would write on through its <|end|> into the next turn)."""
+    chats = [isinstance(item["prompt"], list) for item in batch]
+    if not any(chats):
+        return [item["prompt"] for item in batch], {"end_token": module.template.stop_token} if module.template else {}
     chat = module.template or template("chat" if CHAT_TOKENS[0] in module.tokenizer.special_tokens else "alpaca")
-    prompts = [chat.prompt([Message(**m) for m in item["prompt"]]) for item in batch]
-    return prompts, {"allowed_special": set(chat.special_tokens), "end_token": chat.stop_token}
+    prompts = [
+        chat.prompt([Message(**m) for m in item["prompt"]]) if c else item["prompt"] for item, c in zip(batch, chats)
+    ]
+    shown = [shown_chat(item["prompt"]) if c else None for item, c in zip(batch, chats)]
+    return prompts, {"allowed_special": set(chat.special_tokens), "end_token": chat.stop_token, "shown": shown}
+
+
+def shown_chat(messages: list[dict[str, str]]) -> str:
+    """A chat as predict prints it, as the terminal chat shows one: a line a message, then the reply."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "

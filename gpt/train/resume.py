@@ -3,7 +3,7 @@
     --ckpt_path last        the newest last.ckpt of this experiment (gpt/train/runs.py)
     --ckpt_path best        the best checkpoint of that same run
     --ckpt_path untrained   validate, test or predict an untrained model, on purpose
-    --ckpt_path PATH        any checkpoint file
+    --ckpt_path PATH        any checkpoint file, or a run folder (its newest last.ckpt)
 
 A checkpoint's model settings become the defaults beneath what the config and the command
 line say (a resumed run may change its learning rate, never its shape): they are given to the
@@ -21,10 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpt.interop.checkpoint import best_checkpoint, hyperparameters, model_config
+from gpt.interop.checkpoint import (
+    best_checkpoint,
+    describe_missing,
+    hyperparameters,
+    model_config,
+    newest_last,
+    resolve_checkpoint,
+)
 from gpt.model.config import FIELDS, GPTConfig
 from gpt.train.lit_module import LitGPT
-from gpt.train.runs import describe_missing, experiment_dir, newest_last
+from gpt.train.runs import config_of, experiment_dir
 
 UNTRAINED = "untrained"
 LIGHTNINGS = ("hpc", "registry")  # Lightning's own: a SLURM requeue checkpoint, the model registry
@@ -60,11 +67,24 @@ def resolve_ckpt_path(subcommand: str, config: Any) -> Path | None:
         last = newest_last(experiment)
         if last is None:
             fix = "start a new run without --ckpt_path" if subcommand == "fit" else "give --ckpt_path PATH"
-            raise FileNotFoundError(f"--ckpt_path {ckpt}: {describe_missing(experiment)}; {fix}")
+            if not config.get("config") and (made := configs_of_runs(experiment)):
+                fix = f"--ckpt_path {ckpt} needs the --config the run was trained with, e.g. --config {made[0]}"
+            why = describe_missing(experiment)
+            why += " (is it the --config you trained with?)" if why.endswith(" yet") else ""
+            raise FileNotFoundError(f"--ckpt_path {ckpt}: {why}; {fix}")
         path = last if ckpt == "last" else best_checkpoint(last)
         print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
         return path
-    return Path(ckpt)
+    path = resolve_checkpoint(ckpt)  # a run folder: its newest last.ckpt
+    if path != Path(ckpt):
+        print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
+    return path
+
+
+def configs_of_runs(folder: Path) -> list[Path]:
+    """The config files whose runs are in folder's subfolders (lightning_logs/X: configs/X.yaml), newest first."""
+    runs = sorted((p for p in folder.glob("*/version_*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [c for c in dict.fromkeys(config_of(run.parent.name) for run in runs) if c is not None]
 
 
 def saved_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:

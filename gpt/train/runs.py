@@ -9,6 +9,10 @@ compare side by side in TensorBoard; a resumed run carries on in its own folder.
     --ckpt_path last    the newest last.ckpt of this experiment (the highest version_N that has one)
     --ckpt_path best    the best checkpoint of that same run
 
+`--trainer.default_root_dir DIR` moves lightning_logs/ into DIR (as Lightning's own logger);
+a CSVLogger (or a TensorBoardLogger of the user's) keeps the same layout in its save_dir;
+without a logger the checkpoints go to DIR/checkpoints/ (Lightning's place), found there.
+
 One fit at a time writes a run folder: a new run claims its version_N by making the
 folder (two runs started at once never share one), and holds a lock on it (version_N/.lock)
 until the process ends, however it ends; a second fit resuming the same run is refused.
@@ -20,48 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from gpt.interop.checkpoint import run_folders, version_number
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; runs are not guarded there
     fcntl = None
 
-LAST = "last.ckpt"
 LOCK = ".lock"
+SAVE_DIR = "lightning_logs"  # main.py's logger writes here, under trainer.default_root_dir if one is given
+RUN_LOGGERS = ("TensorBoardLogger", "RunLogger", "CSVLogger")  # those that write SAVE_DIR/NAME/version_N
 
 
 class RunInUse(OSError):
     """Another process is writing to this run folder."""
-
-
-def version_number(folder: Path) -> int | None:
-    """N of a version_N folder, else None."""
-    match = re.fullmatch(r"version_(\d+)", folder.name)
-    return int(match.group(1)) if match else None
-
-
-def run_folders(experiment: Path) -> list[Path]:
-    """The version_N folders of an experiment (lightning_logs/X), newest first."""
-    if not experiment.is_dir():
-        return []
-    folders = [p for p in experiment.iterdir() if p.is_dir() and version_number(p) is not None]
-    return sorted(folders, key=version_number, reverse=True)
-
-
-def newest_last(experiment: Path) -> Path | None:
-    """The last.ckpt of the newest run of the experiment that has one."""
-    for folder in run_folders(experiment):
-        last = folder / "checkpoints" / LAST
-        if last.exists():  # a file, or the folder of a sharded checkpoint
-            return last
-        if last.with_name(LAST + ".old").exists():  # a sharded save cut between its two renames (save_whole)
-            return last.with_name(LAST + ".old")
-    return None
 
 
 def run_of(checkpoint: Path, experiment: Path) -> int | None:
@@ -71,14 +53,6 @@ def run_of(checkpoint: Path, experiment: Path) -> int | None:
     if checkpoint.resolve().parent.name != "checkpoints" or folder.parent != experiment.resolve():
         return None
     return version_number(folder)
-
-
-def describe_missing(experiment: Path) -> str:
-    """Why there is no checkpoint to resume, and what to do."""
-    runs = run_folders(experiment)
-    if not runs:
-        return f"there are no runs in {experiment}/ yet (is it the --config you trained with?)"
-    return f"none of the {len(runs)} runs in {experiment}/ has checkpoints/{LAST} (they stopped before saving one)"
 
 
 def claim_new_run(experiment: Path) -> int:
@@ -123,53 +97,99 @@ def hold_run(folder: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def new_run(experiment: Path) -> Iterator[int]:
-    """Claim the experiment's next version N and hold its folder; folders made for it that
-    are still empty at the end (the run failed before writing anything) are removed."""
+def new_run(experiment: Path, trained: Callable[[], bool] = lambda: True) -> Iterator[int]:
+    """Claim the experiment's next version N and hold its folder. A run that fails before it
+    trained a step (trained() says) leaves no folder behind, whatever setup wrote in it (its
+    config, an empty TensorBoard file); nor do the folders made for it."""
     made = [p for p in (experiment, *experiment.parents) if not p.exists()]  # deepest first
     version = claim_new_run(experiment)
+    folder = experiment / f"version_{version}"
     try:
-        with hold_run(experiment / f"version_{version}"):
-            yield version
+        with hold_run(folder):
+            try:
+                yield version
+            except BaseException:
+                if not trained():
+                    for path in folder.iterdir():  # all but the lock, held until hold_run ends
+                        if path.is_dir():
+                            shutil.rmtree(path)
+                        elif path.name != LOCK:
+                            path.unlink()
+                raise
     finally:
         for folder in made:
             with contextlib.suppress(OSError):  # not empty: the run wrote to it
                 folder.rmdir()
 
 
-def tensorboard_section(config: Any) -> Any:
-    """The TensorBoardLogger section of a parsed config's trainer, or None (another logger, or none)."""
+def run_loggers(config: Any) -> list[Any]:
+    """The sections of a parsed config's loggers that write SAVE_DIR/NAME/version_N folders."""
     logger = config.trainer.logger
-    return logger if str(getattr(logger, "class_path", "")).endswith(("TensorBoardLogger", "RunLogger")) else None
+    loggers = logger if isinstance(logger, list) else [logger]
+    return [x for x in loggers if str(getattr(x, "class_path", "")).endswith(RUN_LOGGERS)]
+
+
+def run_logger(config: Any) -> Any:
+    """The section of the first logger when it writes run folders (Lightning keeps the
+    checkpoints in the first logger's version_N), else None (another logger, or none)."""
+    logger = config.trainer.logger
+    first = logger[0] if isinstance(logger, list) and logger else logger
+    return first if any(first is x for x in run_loggers(config)) else None
+
+
+def tensorboard_section(config: Any) -> Any:
+    """The run logger's section when it is TensorBoard's: a resumed run carries on in its
+    folder (a CSVLogger would empty the folder's metrics.csv: it starts the next version)."""
+    logger = run_logger(config)
+    return logger if logger is not None and not logger.class_path.endswith("CSVLogger") else None
 
 
 def experiment_dir(config: Any) -> Path:
-    """The folder whose version_N runs `--ckpt_path last` looks in: lightning_logs/<config name>."""
-    logger = tensorboard_section(config)
-    if logger is None:  # no TensorBoard: checkpoints go to default_root_dir/checkpoints
-        return Path(config.trainer.default_root_dir or ".")
+    """The folder `--ckpt_path last` looks in: lightning_logs/<config name> (its version_N
+    runs), or without a run logger default_root_dir (whose checkpoints/ Lightning writes)."""
+    logger, root = run_logger(config), Path(config.trainer.default_root_dir or ".")
+    if config.trainer.logger is True:  # Lightning's own TensorBoardLogger: default_root_dir/lightning_logs
+        return root / SAVE_DIR
+    if logger is None:
+        return root
     return Path(logger.init_args.save_dir) / (logger.init_args.name or "")
 
 
-def set_run_name(config: Any) -> None:
-    """Name the TensorBoard logger of a parsed config after its config file, unless named."""
-    logger = tensorboard_section(config)
-    if logger is not None and not logger.init_args.name:
-        logger.init_args.name = run_name(config)
+def place_run(config: Any) -> None:
+    """Where a parsed config's run goes: its loggers' folders named after the config file
+    (unless named), and main.py's lightning_logs/ under trainer.default_root_dir when one
+    is given, as Lightning puts its own logger's."""
+    root = config.trainer.default_root_dir
+    for logger in run_loggers(config):
+        if not logger.init_args.get("name"):
+            logger.init_args.name = run_name(config)
+        if root and logger.init_args.save_dir == SAVE_DIR:
+            logger.init_args.save_dir = str(Path(root) / SAVE_DIR)
 
 
-def hold_run_folder(config: Any, held: contextlib.ExitStack) -> None:
+def hold_run_folder(config: Any, held: contextlib.ExitStack, trained: Callable[[], bool]) -> None:
     """Claim a fit's version_N folder (a new run) or lock it (a resumed one) until `held`
-    closes: one process writes a run at a time."""
-    logger = tensorboard_section(config)
+    closes: one process writes a run at a time. A new run that fails before trained() is
+    true leaves no folder."""
+    logger = run_logger(config)
     if logger is None:
         return
     experiment, version = experiment_dir(config), logger.init_args.version
     if version is None:
-        logger.init_args.version = held.enter_context(new_run(experiment))
+        logger.init_args.version = held.enter_context(new_run(experiment, trained))
     else:  # resuming (or a version given): the run's own folder
         folder = version if isinstance(version, str) else f"version_{version}"
         held.enter_context(hold_run(experiment / folder))
+
+
+def unpin_run_folder(config: Any) -> None:
+    """Once the logger is made: the version_N this process took is no setting, so the run's
+    config.yaml says version null, as Lightning's does (a fit started again from that file gets
+    a new folder rather than writing over the run's)."""
+    for logger in run_loggers(config):
+        logger.init_args.version = None
+        if "purge_step" in logger.init_args:
+            logger.init_args.purge_step = None
 
 
 def run_name(config: Any) -> str:
@@ -182,6 +202,13 @@ def run_name(config: Any) -> str:
     path = Path(str(files[-1])).resolve().with_suffix("")
     parts = path.parts[path.parts.index("configs") + 1 :] if "configs" in path.parts else (path.name,)
     return "_".join(parts)
+
+
+def config_of(name: str) -> Path | None:
+    """The config file whose runs go to lightning_logs/NAME (run_name's inverse: configs/X.yaml
+    for X, configs/a/b.yaml for a_b), in the working folder's configs/, else None."""
+    configs = Path("configs")
+    return next((c for c in sorted(configs.rglob("*.yaml")) if "_".join(c.with_suffix("").parts[1:]) == name), None)
 
 
 def resume_command(argv: list[str]) -> str:

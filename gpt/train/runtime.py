@@ -87,7 +87,14 @@ def optimizer_and_schedule(hp: Any, model: torch.nn.Module, trainer: L.Trainer) 
     optimizer = make_optimizer(hp, model, trainer)
     log.info(f"{type(optimizer).__name__}: {describe_groups(optimizer.param_groups)}")
     if hp.decay_steps is None:  # this run's horizon, saved with it: a resumed run keeps it
-        hp.decay_steps = int(trainer.estimated_stepping_batches)  # max_steps, or epochs x batches
+        steps = trainer.estimated_stepping_batches  # max_steps, or epochs x batches
+        if steps == float("inf"):
+            raise ValueError(
+                "the learning rate decays over the run's steps, but this run has no number of steps "
+                "(trainer.max_steps -1 and no max_epochs: max_time alone); give --trainer.max_steps, "
+                "or --model.decay_steps for the schedule"
+            )
+        hp.decay_steps = int(steps)
     scheduler = WarmupCosine(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, hp.decay_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
