@@ -20,20 +20,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-# The process's umask, read once (reading it means setting it, which is not safe once threads
-# write files): mkstemp makes files only their owner can read (0600); a written file gets the
-# permissions open() would have given it.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def umask() -> int:
+    """The process's umask, read from /proc where Linux shows it: the only other way to read
+    it is to set it, which would, for a moment, change the mode of a file another thread makes."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        mask = os.umask(0)
+        os.umask(mask)
+        return mask
 
 
 def mode_of(path: Path) -> int:
     """The permissions open(path, "w") would give: the file's own if it exists, else 0666 less
-    the umask."""
+    the umask (mkstemp makes its files 0600: a teammate or a server could not read them)."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        return 0o666 & ~_UMASK
+        return 0o666 & ~umask()
 
 
 @contextlib.contextmanager

@@ -189,7 +189,7 @@ def spoiled(checkpoint, folder):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("a run folder without a checkpoint", "nor is it a Hugging Face GPT-2 folder (no config.json)"),
+        ("a run folder without a checkpoint", "nor is it a Hugging Face GPT-2 folder, which holds a config.json"),
         ("a damaged checkpoint", "is damaged:"),
         ("an unknown task", "unknown task 'pika'; did you mean 'piqa'?"),
         ("names that do not fit", "--names gives 1 names for 2 stages; give one name a stage"),

@@ -31,7 +31,7 @@ def test_a_run_folder_is_its_newest_last_checkpoint(tmp_path):
     assert resolve_subject(tmp_path / "run" / "version_0") == old
     assert resolve_subject(new) == new
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="nor is it a Hugging Face GPT-2 folder (no config.json)"):
+    with pytest.raises(FileNotFoundError, match="nor is it a Hugging Face GPT-2 folder, which holds a config.json"):
         resolve_subject(tmp_path / "empty")
 
 

@@ -39,7 +39,7 @@ def resolve_subject(path: str | Path) -> Path:
     try:
         return resolve_checkpoint(path)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; nor is it a Hugging Face GPT-2 folder (no config.json)") from None
+        raise FileNotFoundError(f"{e}; nor is it a Hugging Face GPT-2 folder, which holds a config.json") from None
 
 
 def load_subject(path: str | Path) -> Subject:
