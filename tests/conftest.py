@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 from helpers import LINES_TEXT, ROOT, fit_args, main_here, shakespeare_file
@@ -11,6 +12,15 @@ from helpers import LINES_TEXT, ROOT, fit_args, main_here, shakespeare_file
 _SHARED_TIKTOKEN = ROOT.parent / "shared" / "tiktoken-cache"
 if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_TIKTOKEN)
+
+# pytest -n N runs N workers, one a core: each worker's torch, and every process a test starts
+# (OMP_NUM_THREADS), gets its share of the cores. Otherwise two workers on two cores run two
+# OpenMP threads each, which spin against each other: the fits took 2.5x the time, and a test's
+# speed depended on whether an earlier test in its worker (the server) had set one thread.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Property tests draw the same examples in every run (CI passes or fails for the code, not
 # the draw); HYPOTHESIS_PROFILE=explore draws new ones, as when hunting for bugs.
