@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from gpt.eval.visualize import token_label
 from gpt.interop.checkpoint import load_model
 from gpt.train.callbacks import cpu_name
-from gpt.train.tensorboard import LAYOUT
+from gpt.train.tensorboard import LAYOUT, RunLogger
 from helpers import ROOT, fit_args, main_here, scalars
 
 MASKED_ONLY = {"val/acc", "train/acc"}
@@ -136,3 +136,20 @@ def test_teaching_models_show_their_attention_and_embeddings(small_corpus, tmp_p
     assert (image.width, image.height) == (heads * 160 + (heads - 1) * 2, 160)
     rows = (run_dir / "projector" / "tensors.tsv").read_text().splitlines()
     assert len(rows) == len(set(small_corpus.read_text())) and len(rows[0].split("\t")) == 32
+
+
+def test_a_run_resumed_within_the_second_it_started_writes_a_file_tensorboard_reads_after(tmp_path):
+    """Event files are named by the second they were opened, then host and process id, and read
+    in name order: the resumed part's must sort after the first part's, or its steps are purged."""
+    import socket
+    import time
+
+    folder = tmp_path / "version_0"
+    folder.mkdir()
+    first = folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.99999999.0"
+    first.touch()  # the killed run's file, opened this second by a process whose id sorts after ours
+    writer = RunLogger(str(tmp_path), name="", version=0).experiment
+    writer.add_scalar("train/loss", 1.0, 7)
+    writer.flush()
+    assert sorted(p.name for p in folder.iterdir())[0] == first.name
+    assert len(list(folder.iterdir())) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.tensorboard.summary import hparams
 
@@ -82,6 +84,24 @@ class RunLogger(TensorBoardLogger):
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is None:  # about to open this run's event file
+            wait_for_a_later_second(Path(self.log_dir))
+        return super().experiment
+
+
+def wait_for_a_later_second(log_dir: Path) -> None:
+    """TensorBoard reads a run folder's event files in name order, and a name starts with the
+    second its file was opened (events.out.tfevents.SECONDS.host.pid...). A run resumed within
+    the second its first part opened its file could be named before it, and its steps shown
+    under the old ones: wait (at most a second) until the new name sorts last."""
+    seconds = [p.name.split(".")[3] for p in log_dir.glob("events.out.tfevents.*")]
+    newest = max((int(s) for s in seconds if s.isdigit()), default=0)
+    if newest >= int(time.time()):
+        time.sleep(min(1.0, newest + 1 - time.time()))
 
 
 def flat_settings(pl_module: L.LightningModule, trainer: L.Trainer, data: dict[str, Any]) -> dict[str, Any]:
