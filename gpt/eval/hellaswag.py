@@ -15,7 +15,6 @@ Plain torch, no Lightning.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from gpt.data.download import fetch
+from gpt.eval.tasks.files import json_object
 from gpt.files import write_bytes
 from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_config, model_weights, said_checkpoint
 from gpt.model.models import LanguageModel, build_model
@@ -69,12 +69,7 @@ def read_items(path: str | Path, limit: int | None = None) -> list[dict[str, Any
 
 def check_item(line: str, where: str) -> dict[str, Any]:
     """One jsonl line as an item, or a ValueError that says where and what is wrong."""
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(item, dict):
-        raise ValueError(f"{where}: expected a JSON object with ctx, endings and label, got {type(item).__name__}")
+    item = json_object(line, where, {})
     missing = [k for k in ("ctx", "endings", "label") if k not in item]
     if missing:
         hint = " (the test split's labels are hidden: use val)" if missing == ["label"] else ""

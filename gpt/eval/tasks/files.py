@@ -9,11 +9,12 @@ damaged copy would give scores that no one else can reproduce. Plain Python.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from gpt.files import digest_of
 
 # Where a data file is, relative to the data folder, and the sha256 of its published bytes.
 SHA256 = {
@@ -88,12 +89,8 @@ SHA256 |= {f"mmlu/test/{subject}_test.csv": sha for subject, sha in MMLU_SHA256.
 
 
 def sha256_of(path: str | Path) -> str:
-    """The sha256 of a file's bytes, read a megabyte at a time."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """What the published files are checked by."""
+    return digest_of(path, "sha256")
 
 
 def checked_file(data_dir: str | Path, name: str) -> Path:
