@@ -3,6 +3,7 @@ line, rendered by a template, encoded with the replies marked, split and padded.
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +168,53 @@ def test_batches_hold_examples_of_about_one_length_in_a_resumable_order():
         assert run == sorted(run, reverse=True)  # longest first within each run of 8
     sampler.resume(0, 10)
     assert list(sampler) == order[10:]
+
+
+# ---- the assistant recipe's files, fetched on first use
+
+
+def test_the_recipes_instruction_file_is_downloaded_once_and_checked(tmp_path, monkeypatch):
+    import contextlib
+    import hashlib
+    import io
+
+    import gpt.data.download as download
+
+    monkeypatch.chdir(tmp_path)
+    path = Path("data/instructions/alpaca-1100.json")  # as configs/assistant/sft_cpu.yaml names it
+
+    def offline(address, timeout):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        read_records(path)
+    for part in (
+        "could not download the assistant recipe's alpaca-1100.json",
+        "put the file at data/instructions/alpaca-1100.json or pass its path with --data.instructions.path PATH",
+    ):
+        assert part in str(error.value)
+    with pytest.raises(FileNotFoundError, match="instruction file 'mine.json' does not exist"):
+        read_records("mine.json")  # not the recipe's: nothing to fetch
+
+    published = json.dumps(ALPACA).encode()
+    url = download.RECIPE_INSTRUCTIONS["alpaca-1100.json"][0]
+    monkeypatch.setitem(download.RECIPE_INSTRUCTIONS, "alpaca-1100.json", (url, hashlib.md5(published).hexdigest()))
+    asked = []
+
+    def serve(body: bytes):
+        def urlopen(address, timeout):
+            asked.append(address)
+            return contextlib.nullcontext(io.BytesIO(body))  # used in a with, as urlopen's response is
+
+        return urlopen
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", serve(b"[]  tampered"))
+    with pytest.raises(ValueError, match="downloaded alpaca-1100.json has md5 .*; expected .* Nothing was written"):
+        read_records(path)
+    assert not path.exists()
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", serve(published))
+    assert [r.messages[-1].content for r in read_records(path)] == ["Blue.", "5"]
+    assert path.read_bytes() == published and asked[-1] == url
+    assert len(read_records(path)) == 2 and len(asked) == 2  # read from the file the second time

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt.data.download import RECIPE_INSTRUCTIONS, download_recipe_instructions
 from gpt.data.sources import HubDataset
 from gpt.data.templates import ROLES, Message, Template
 from gpt.tokenizers.base import Tokenizer
@@ -147,6 +148,8 @@ def read_hub_records(hub: HubDataset) -> list[Record]:
 def read_records(source: str | Path) -> list[Record]:
     """The records of a .json or .jsonl file, checked."""
     path = Path(source).expanduser()
+    if not path.exists() and path.name in RECIPE_INSTRUCTIONS:  # the assistant recipe's: fetched on first use
+        download_recipe_instructions(path)
     if not path.is_file():
         raise FileNotFoundError(f"instruction file {str(path)!r} does not exist; give a .json or .jsonl file")
     if path.suffix not in (".json", ".jsonl"):
