@@ -18,14 +18,17 @@ from gpt.eval.published import SOURCES, always_one_choice, chance
 from gpt.eval.tasks import task_named
 from gpt.model.models import GPT
 from gpt.tokenizers import TiktokenTokenizer
-from helpers import assert_clean_error, eval_data, tiny_config, write_checkpoint
+from helpers import assert_clean_error, eval_data, scalars, tiny_config, write_checkpoint
 
 TASKS = ["--tasks", "lambada,piqa,mmlu_anatomy", "--limit", "3"]
 # What the speed monitor and the checkpoint callback of a fit leave in a checkpoint (gpt/train/callbacks.py).
 RECORD = {
     "callbacks": {
         "SpeedMonitor": {"tokens": 3072, "seconds": 75.4, "hardware": ["1 x CPU (Test CPU, 2 threads), 32-true"]},
-        "ModelCheckpoint{'monitor': 'val/loss', 'mode': 'min'}": {"current_score": torch.tensor(3.5)},
+        "ModelCheckpoint{'monitor': None, 'mode': 'min'}": {"current_score": None},  # a user's own, first
+        "ModelCheckpoint{'monitor': 'val/loss', 'mode': 'min'}": {
+            "current_score": torch.tensor(3.5)
+        },  # before RunCheckpoint
     },
     "best_val_loss": 3.25,
 }
@@ -159,6 +162,16 @@ def test_what_each_checkpoint_recorded_of_its_training(runs, tmp_path, monkeypat
     assert stages["parameters"] == ["1,634,208", "1,634,208"]  # 2 x 32 with GPT-2's 50,257-token embedding
     prompts = {row[0]: row[1:] for row in rows}["prompts"]
     assert prompts == ["plain", "plain", "chat template (lambada: plain)"]  # a chat model asked through its template
+
+
+def test_the_card_reads_the_record_a_fit_writes_today(trained):
+    """RECORD above is written by hand; this is a checkpoint of `main.py fit` itself."""
+    run_dir, last, _, _ = trained
+    record = card.training_record(torch.load(last, weights_only=False))
+    validations = [value for _, value in scalars(run_dir, "val/loss")]
+    assert record["val_loss"] == pytest.approx(validations[-1]) and len(validations) == 2
+    assert record["best_val_loss"] == pytest.approx(min(validations))
+    assert record["tokens"] == 12 * 8 * 32 and record["seconds"] > 0 and record["hardware"][0].startswith("1 x CPU")
 
 
 def test_scores_python_m_gpt_eval_wrote_are_read_not_scored_again(runs, tmp_path, monkeypatch, capsys):

@@ -128,6 +128,16 @@ def earlier_results(path: Path, identity: dict[str, Any], tasks: list[str], run:
     return saved if same and set(tasks) <= set(saved.get("tasks", {})) else None
 
 
+def run_checkpointing(callbacks: dict[str, Any]) -> dict[str, Any]:
+    """The state of the run's own checkpoint callback, which holds the last validation loss:
+    RunCheckpoint's (gpt/train/checkpointing.py), or in a checkpoint from before it, the
+    ModelCheckpoint on val/loss. Not a user's own ModelCheckpoint, which may monitor nothing."""
+    for key, state in callbacks.items():
+        if key.startswith("RunCheckpoint") or (key.startswith("ModelCheckpoint") and "'monitor': 'val/loss'" in key):
+            return state
+    return {}
+
+
 def training_record(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
     """What a checkpoint of `main.py fit` says of its training: its speed monitor's tokens, wall
     time and hardware (gpt/train/callbacks.py), the last and best validation loss, and how the
@@ -136,7 +146,7 @@ def training_record(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     callbacks = checkpoint.get("callbacks", {})
     speed = callbacks.get("SpeedMonitor", {})
-    best = next((state for key, state in callbacks.items() if key.startswith("ModelCheckpoint")), {})
+    best = run_checkpointing(callbacks)
     hp = checkpoint.get("hyper_parameters", {})
     last, lowest = best.get("current_score"), checkpoint.get("best_val_loss")
     return {
