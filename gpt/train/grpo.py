@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from gpt.eval.checkers import checker
 from gpt.eval.sampling import encode_prompts, end_ids, sample
@@ -278,14 +279,7 @@ def load_rollouts(module: Any, checkpoint: dict[str, Any]) -> None:
     states = checkpoint.get("grpo_rollouts")
     state = states[module.global_rank % len(states)] if states else None
     if state is not None:
-        state = {k: move(v, module.device) for k, v in state.items()}
+        state = move_data_to_device(state, module.device)
     module.rl.rollouts = Rollouts(**state) if state is not None else None
     if module.reference is None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
-
-
-def move(value: Any, device: torch.device) -> Any:
-    """A tensor, or a dict of them, on device."""
-    if isinstance(value, dict):
-        return {k: move(v, device) for k, v in value.items()}
-    return value.to(device) if isinstance(value, torch.Tensor) else value
