@@ -31,7 +31,7 @@ from gpt.eval.subject import Subject, checkpoint_subject, hf_subject, is_hf_fold
 from gpt.eval.task import EvalSettings
 from gpt.eval.tasks.choice import check_encodable
 from gpt.files import write_text
-from gpt.interop.checkpoint import load_checkpoint
+from gpt.interop.checkpoint import load_checkpoint, run_checkpointing
 
 # What a JSON of results must share with this card's request to be read rather than scored again
 # (besides the checkpoint's sha256 and the tasks); device and batch size change no score.
@@ -128,25 +128,14 @@ def earlier_results(path: Path, identity: dict[str, Any], tasks: list[str], run:
     return saved if same and set(tasks) <= set(saved.get("tasks", {})) else None
 
 
-def run_checkpointing(callbacks: dict[str, Any]) -> dict[str, Any]:
-    """The state of the run's own checkpoint callback, which holds the last validation loss:
-    RunCheckpoint's (gpt/train/checkpointing.py), or in a checkpoint from before it, the
-    ModelCheckpoint on val/loss. Not a user's own ModelCheckpoint, which may monitor nothing."""
-    for key, state in callbacks.items():
-        if key.startswith("RunCheckpoint") or (key.startswith("ModelCheckpoint") and "'monitor': 'val/loss'" in key):
-            return state
-    return {}
-
-
 def training_record(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
     """What a checkpoint of `main.py fit` says of its training: its speed monitor's tokens, wall
     time and hardware (gpt/train/callbacks.py), the last and best validation loss, and how the
     run was set up. Empty for a Hugging Face folder."""
     if checkpoint is None:
         return {}
-    callbacks = checkpoint.get("callbacks", {})
-    speed = callbacks.get("SpeedMonitor", {})
-    best = run_checkpointing(callbacks)
+    speed = checkpoint.get("callbacks", {}).get("SpeedMonitor", {})
+    best = run_checkpointing(checkpoint)
     hp = checkpoint.get("hyper_parameters", {})
     last, lowest = best.get("current_score"), checkpoint.get("best_val_loss")
     return {

@@ -34,9 +34,6 @@ MODEL_PREFIX = "model."  # the LightningModule keeps the model as self.model
 META = "meta.pt"
 SHARDED = "sharded_folder"
 LAST = "last.ckpt"  # a run's latest state, in lightning_logs/NAME/version_N/checkpoints/
-# The state key of the run's best checkpoint's callback (gpt/train/checkpointing.py RunCheckpoint);
-# before it had a class of its own, Lightning's ModelCheckpoint.
-RUN_CHECKPOINT = "RunCheckpoint"
 
 
 def version_number(folder: Path) -> int | None:
@@ -300,13 +297,20 @@ def load_base(model: LanguageModel, base: str, path: str | Path) -> None:
     load_init(model, base)  # the base has the adapters' vocabulary: LoRA never grows it
 
 
+def run_checkpointing(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The state of the run's own checkpoint callback (its best checkpoint, the last validation
+    loss): RunCheckpoint's (gpt/train/checkpointing.py), or in a checkpoint from before it, the
+    ModelCheckpoint on val/loss. Not a user's own ModelCheckpoint, which may monitor nothing."""
+    states = checkpoint.get("callbacks") or {}
+    ours = [s for k, s in states.items() if k.startswith("RunCheckpoint")]
+    before = [s for k, s in states.items() if k.startswith("ModelCheckpoint") and "'monitor': 'val/loss'" in k]
+    return (ours or before or [{}])[0]
+
+
 def best_checkpoint(last: Path) -> Path:
     """The checkpoint with the best validation loss of the run whose last.ckpt is `last`, as
     its checkpoint callback recorded it."""
-    states = load_checkpoint(last).get("callbacks", {})
-    ours = [s for k, s in states.items() if k.startswith(RUN_CHECKPOINT)]
-    ours = ours or [s for k, s in states.items() if k.startswith("ModelCheckpoint")][:1]  # written before it
-    best = ours[0].get("best_model_path") if ours else None
+    best = run_checkpointing(load_checkpoint(last)).get("best_model_path")
     if not best:
         raise FileNotFoundError(f"{last} records no best checkpoint (no validation ran before it was saved)")
     path = last.parent / Path(best).name  # the same folder, wherever the run was started from
