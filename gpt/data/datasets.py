@@ -294,3 +294,9 @@ class ResumableLoader(DataLoader):
         if batches >= len(self):  # that epoch was done: the next one starts
             epoch, batches = epoch + 1, 0
         self.sampler.resume(epoch, batches * self.batch_size)
+
+
+def as_list(batch: list) -> list:
+    """The collate of items a model step reads as they are (predict's prompt items, GRPO's
+    problems): a batch stays a list of dicts."""
+    return batch

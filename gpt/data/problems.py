@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt.data.datasets import as_list
 from gpt.data.instructions import read_json_records
 from gpt.data.sources import HubDataset
 from gpt.tokenizers.base import Tokenizer
@@ -94,11 +95,6 @@ def read_hub_problems(hub: HubDataset, question: str) -> list[dict[str, Any]]:
     except Exception as e:  # offline, misspelt, gated: datasets' own errors, of many kinds
         raise FileNotFoundError(f"could not open the hub dataset {hub.path!r} ({type(e).__name__}: {e})") from None
     return [to_problem(dict(row), f"{hub.path}[{i}]", question) for i, row in enumerate(rows)]
-
-
-def as_list(batch: list) -> list:
-    """The collate of problems: a batch stays a list of dicts."""
-    return batch
 
 
 class ProblemSet:

@@ -29,6 +29,7 @@ from gpt.data.datasets import (
     ResumableLoader,
     ResumableSampler,
     TrainWindows,
+    as_list,
     check_shards,
     example_splits,
     hold_out,
@@ -45,11 +46,6 @@ from gpt.tokenizers import MASK, PAD, Tokenizer
 from gpt.tokenizers.settings import CharSettings, TokenizerConfig
 
 EXAMPLES = ("paragraphs", "lines")  # modes of natural-length examples, padded with <|pad|>
-
-
-def as_list(batch: list) -> list:
-    """Predict's collate: a batch of prompt items stays a list of dicts."""
-    return batch
 
 
 class GPTDataModule(L.LightningDataModule):
