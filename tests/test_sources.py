@@ -58,6 +58,37 @@ def test_an_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
         next(source.documents())
 
 
+def test_instructions_and_problems_from_the_hub_are_read_and_checked_and_unreachable_is_one_error(monkeypatch):
+    import datasets
+
+    from gpt.data.instructions import read_hub_records
+    from gpt.data.problems import read_hub_problems
+
+    asked = []
+
+    def load_dataset(path, name, split, revision, streaming):
+        asked.append((path, name, split, revision, streaming))
+        if path == "nowhere/none":
+            raise ConnectionError("offline")
+        return [{"instruction": "Add.", "input": "2 and 3", "output": "5", "question": "2+3", "answer": "5"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    records = read_hub_records(HubDataset("tatsu-lab/alpaca"))
+    assert [m.content for m in records[0].messages][-1] == "5"
+    assert read_hub_problems(HubDataset("openai/gsm8k", name="main"), "question")[0]["answer"] == "5"
+    assert asked == [("tatsu-lab/alpaca", None, "train", None, False), ("openai/gsm8k", "main", "train", None, False)]
+    for read, option in (
+        (read_hub_records, "data.instructions.path"),
+        (lambda h: read_hub_problems(h, "q"), "data.problems.path"),
+    ):
+        with pytest.raises(FileNotFoundError) as error:
+            read(HubDataset("nowhere/none"))
+        assert str(error.value) == (
+            "could not open the hub dataset 'nowhere/none' (name None, split 'train'): offline. Check the name and "
+            f"your connection, or use a local .json/.jsonl file with {option}"
+        )
+
+
 def test_files_that_are_not_what_they_say_are_named_and_empty_ones_hold_nothing(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not a parquet file")
     with pytest.raises(ValueError, match=r"corpus 'bad' cannot be read \(ArrowInvalid: Parquet magic bytes"):

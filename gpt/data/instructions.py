@@ -136,12 +136,7 @@ def chat_messages(messages: Any, where: str) -> list[Message]:
 
 def read_hub_records(hub: HubDataset) -> list[Record]:
     """The records of a Hugging Face hub dataset (downloaded once into its cache), checked."""
-    import datasets
-
-    try:
-        rows = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
-    except Exception as e:  # offline, misspelt, gated: datasets' own errors, of many kinds
-        raise FileNotFoundError(f"could not open the hub dataset {hub.path!r} ({type(e).__name__}: {e})") from None
+    rows = hub.load(instead="a local .json/.jsonl file with data.instructions.path")
     return [to_record(row, f"{hub.path}[{i}]") for i, row in enumerate(rows)]
 
 

@@ -88,12 +88,7 @@ def read_problems(source: str | Path, question: str) -> list[dict[str, Any]]:
 
 
 def read_hub_problems(hub: HubDataset, question: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        rows = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
-    except Exception as e:  # offline, misspelt, gated: datasets' own errors, of many kinds
-        raise FileNotFoundError(f"could not open the hub dataset {hub.path!r} ({type(e).__name__}: {e})") from None
+    rows = hub.load(instead="a local .json/.jsonl file with data.problems.path")
     return [to_problem(dict(row), f"{hub.path}[{i}]", question) for i, row in enumerate(rows)]
 
 

@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # File endings -> the `datasets` builder that reads them.
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -40,6 +41,22 @@ class HubDataset:
     name: str | None = None
     split: str = "train"
     revision: str | None = None
+
+    def load(self, streaming: bool = False, instead: str = "a local .json/.jsonl file") -> Any:
+        """The dataset through `datasets` (imported here: local data never pays for importing it),
+        downloaded once into its cache or streamed; the hub's errors, of many kinds (offline,
+        misspelt, gated), as one FileNotFoundError that says what to use `instead`."""
+        import datasets
+
+        try:
+            return datasets.load_dataset(
+                self.path, self.name, split=self.split, revision=self.revision, streaming=streaming
+            )
+        except Exception as e:
+            raise FileNotFoundError(
+                f"could not open the hub dataset {self.path!r} (name {self.name!r}, split {self.split!r}): {e}. "
+                f"Check the name and your connection, or use {instead}"
+            ) from None
 
 
 def is_document_corpus(source: str | HubDataset) -> bool:
@@ -109,14 +126,7 @@ class DocumentSource:
 
         datasets.disable_progress_bars()  # a bar per file of a local folder says nothing useful
         if isinstance(self.source, HubDataset):
-            s = self.source
-            try:
-                return datasets.load_dataset(s.path, s.name, split=s.split, revision=s.revision, streaming=True)
-            except Exception as e:  # the hub's errors are many kinds: connection, not found, gated
-                raise FileNotFoundError(
-                    f"could not open the hub dataset {s.path!r} (name {s.name!r}, split {s.split!r}): {e}. Check the "
-                    "name and your connection, or use a local .jsonl/.parquet folder with --data.corpus PATH"
-                ) from None
+            return self.source.load(streaming=True, instead="a local .jsonl/.parquet folder with --data.corpus PATH")
         files = self.files()
         if not files:
             raise FileNotFoundError(f"corpus folder {str(self.source)!r} has no .jsonl or .parquet files")
