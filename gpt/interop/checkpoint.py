@@ -93,11 +93,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return last
 
 
-def said_checkpoint(path: str | Path) -> Path:
-    """resolve_checkpoint(path) for a command line: a run folder's checkpoint is named on stderr."""
+def said_checkpoint(path: str | Path, option: str = "") -> Path:
+    """resolve_checkpoint(path) for a command line: a run folder's checkpoint is named on stderr
+    (after the option that gave the folder, e.g. "--ckpt_path ")."""
     resolved = resolve_checkpoint(path)
     if resolved != Path(path):
-        print(f"{path}: {resolved}", file=sys.stderr)
+        print(f"{option}{path}: {resolved}", file=sys.stderr)
     return resolved
 
 

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from gpt.errors import USER_ERRORS, Interrupted, exit_on_user_error, one_line, stop_on_signals
-from gpt.interop.checkpoint import resolve_checkpoint
+from gpt.interop.checkpoint import said_checkpoint
 from gpt.interop.init import is_checkpoint
 from gpt.model.config import GPT2_SMALL, PRESETS
 from gpt.model.generation import SamplingSettings
@@ -131,11 +131,9 @@ def starting_point(init_from: str | None) -> str | None:
     path = Path(init_from)
     if path.is_dir() and not (path / "config.json").exists():
         try:
-            last = resolve_checkpoint(path)
+            return str(said_checkpoint(init_from, "--model.init_from "))
         except FileNotFoundError as e:
             raise FileNotFoundError(f"--model.init_from {init_from}: {e}; {how_to_make(path)}") from None
-        print(f"--model.init_from {init_from}: {last}", file=sys.stderr)
-        return str(last)
     if not path.exists() and (is_checkpoint(path) or SAVE_DIR in path.parts):
         what = "checkpoint" if is_checkpoint(path) else "run folder"
         raise FileNotFoundError(f"--model.init_from {init_from}: there is no such {what}; {how_to_make(path)}")

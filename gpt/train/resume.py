@@ -27,7 +27,7 @@ from gpt.interop.checkpoint import (
     hyperparameters,
     model_config,
     newest_last,
-    resolve_checkpoint,
+    said_checkpoint,
 )
 from gpt.model.config import FIELDS, GPTConfig
 from gpt.train.lit_module import LitGPT
@@ -75,10 +75,7 @@ def resolve_ckpt_path(subcommand: str, config: Any) -> Path | None:
         path = last if ckpt == "last" else best_checkpoint(last)
         print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
         return path
-    path = resolve_checkpoint(ckpt)  # a run folder: its newest last.ckpt
-    if path != Path(ckpt):
-        print(f"--ckpt_path {ckpt}: {path}", file=sys.stderr)
-    return path
+    return said_checkpoint(ckpt, "--ckpt_path ")  # a run folder: its newest last.ckpt
 
 
 def configs_of_runs(folder: Path) -> list[Path]:
