@@ -29,7 +29,7 @@ import torch
 
 from gpt.errors import exit_on_user_error
 from gpt.files import atomic_path
-from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of
+from gpt.interop.checkpoint import checkpoint_tokenizer, load_checkpoint, model_of, said_checkpoint
 from gpt.interop.gguf_tokenizer import add_tokenizer
 from gpt.interop.hf import hf_state_dict, transpose_conv1d
 from gpt.model.config import GPTConfig
@@ -145,14 +145,15 @@ def export_gguf(ckpt_path: str, out: str, dtype: Dtype = "f32") -> None:
     file for llama.cpp, Ollama and LM Studio, its tokenizer and chat template inside.
 
     Args:
-        ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt).
+        ckpt_path: A Lightning checkpoint of LitGPT (e.g. lightning_logs/.../last.ckpt), or a
+            run folder (lightning_logs/NAME: its newest last.ckpt).
         out: The .gguf file to write.
         dtype: How the weight matrices are stored: f32 (exact), f16 (half the bytes), or q8_0
             (8-bit blocks with a scale each: about a quarter).
     """
+    ckpt_path = str(said_checkpoint(ckpt_path))
     checkpoint = load_checkpoint(ckpt_path)
     model, tokenizer = model_of(checkpoint, ckpt_path), checkpoint_tokenizer(checkpoint)
-    check_gpt2_arch(model.config)
     if tokenizer is None:
         raise ValueError(f"checkpoint {ckpt_path!r} has no tokenizer, which a GGUF file carries; export one that has")
     template = checkpoint.get("template")
